@@ -1,0 +1,37 @@
+"""Device choice for kernels: ``cuda`` when available, else CPU, overridable.
+
+An explicit argument (``cpu``, ``cuda``, ``cuda:N``) wins; ``auto`` or nothing defers to the
+``VIGIL_DEVICE`` environment variable, and without it to CUDA when available, else CPU.
+
+>>> select_device("cpu").type
+'cpu'
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+DEVICE_ENV = "VIGIL_DEVICE"
+
+
+def select_device(preference: str | None = None) -> torch.device:
+    """Resolve ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` to a torch device.
+
+    Asking for CUDA where there is none is an error rather than a silent fall-back, so a
+    misconfigured GPU deployment fails at start instead of running slowly.
+    """
+    choice = (preference or "auto").strip().lower()
+    if choice == "auto":
+        choice = os.environ.get(DEVICE_ENV, "auto").strip().lower() or "auto"
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(choice)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {choice!r}: use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {choice!r} requested but CUDA is not available on this machine")
+    return device

@@ -1,0 +1,94 @@
+"""The operator boundary.
+
+An operator is an online estimator that the pipeline runs inside one *shard*:
+
+* it is built from its configuration: ``Operator.from_config(name, fields, params)``, where
+  ``params`` is an instance of the operator's ``Params`` dataclass (the config loader validates the
+  TOML table against it, so unknown keys and wrong types are reported before anything runs);
+* ``process(batch)`` receives a :class:`Batch` of events of many entities (all routed to this shard),
+  keeps per-entity state, and returns :class:`~operators.event.Alert` records. It may also publish a
+  per-event value under its own name in ``batch.scores``, which later operators read as the field
+  ``score:<name>``;
+* ``snapshot()`` returns its state as plain data (numbers, strings, bytes, lists, dicts and numpy
+  arrays: no pickled code) and ``restore(state)`` loads it into a freshly built operator.
+
+Operators never import the streaming engine, so they are tested and benchmarked on plain lists.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, Sequence
+
+import numpy as np
+
+from operators.event import Alert, Event
+
+SCORE_PREFIX = "score:"
+
+
+class Batch:
+    """Events of one shard plus the per-event scores published by operators so far."""
+
+    def __init__(self, events: Sequence[Event]) -> None:
+        self.events = list(events)
+        self.scores: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def column(self, name: str) -> np.ndarray:
+        """A numeric column: an event field, or ``score:<operator>``. Missing or text values are NaN."""
+        if name.startswith(SCORE_PREFIX):
+            return self.scores[name[len(SCORE_PREFIX) :]]
+        column = np.full(len(self.events), np.nan)
+        for row, event in enumerate(self.events):
+            value = event.fields.get(name)
+            if value.__class__ is float or value.__class__ is int:
+                column[row] = value
+        return column
+
+    def matrix(self, names: Sequence[str]) -> np.ndarray:
+        return np.column_stack([self.column(name) for name in names]) if names else np.empty((len(self), 0))
+
+
+class Operator(Protocol):
+    """What the pipeline needs from an operator (see the module docstring)."""
+
+    kind: ClassVar[str]
+    name: str
+    fields: tuple[str, ...]
+
+    def process(self, batch: Batch) -> list[Alert]: ...
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+    def restore(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True)
+class SeverityLevels:
+    """Maps a score to the highest level whose threshold it reaches.
+
+    >>> levels = SeverityLevels.from_mapping({"info": 5.0, "warning": 7.0, "critical": 10.0})
+    >>> [levels.level(s) for s in (4.9, 5.0, 8.0, 12.0)]
+    [None, 'info', 'warning', 'critical']
+    """
+
+    names: tuple[str, ...]
+    thresholds: tuple[float, ...]
+
+    @classmethod
+    def from_mapping(cls, mapping: dict[str, float]) -> "SeverityLevels":
+        ordered = sorted(mapping.items(), key=lambda item: item[1])
+        return cls(tuple(name for name, _ in ordered), tuple(float(t) for _, t in ordered))
+
+    def level(self, score: float) -> str | None:
+        found = None
+        for name, threshold in zip(self.names, self.thresholds):
+            if score >= threshold:
+                found = name
+        return found
+
+    @property
+    def lowest(self) -> float:
+        return self.thresholds[0]

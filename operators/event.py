@@ -1,0 +1,98 @@
+"""Records that cross the operator boundary: events in, alerts out.
+
+Both are msgspec structs, so the pipeline encodes and decodes them without per-field Python code.
+"""
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta, timezone
+from typing import Union
+
+import msgspec
+
+FieldValue = Union[float, str]
+Label = Union[str, int, bool, None]
+
+
+class SourcePosition(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Where a record came from: a topic, partition and offset, or a file and line."""
+
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    file: str | None = None
+    line: int | None = None
+
+    def sort_key(self) -> tuple[str, int, int]:
+        if self.file is not None:
+            return (self.file, 0, self.line or 0)
+        return (self.topic or "", self.partition or 0, self.offset or 0)
+
+    def __str__(self) -> str:
+        if self.file is not None:
+            return f"{self.file}:{self.line}"
+        return f"{self.topic}/{self.partition}@{self.offset}"
+
+
+class Event(msgspec.Struct):
+    """A decoded, validated event. ``ts_ms`` is event time in epoch milliseconds (UTC)."""
+
+    key: str
+    ts_ms: int
+    fields: dict[str, FieldValue]
+    source: SourcePosition
+    label: Label = None
+    group: str | None = None
+    id: str | None = None
+
+
+class Alert(msgspec.Struct):
+    """An operator's finding about one event.
+
+    ``id`` is derived from the source position and the operator name only, so a replay or a
+    re-delivery of the same record produces the same id and consumers can deduplicate.
+    """
+
+    id: str
+    key: str
+    ts: str
+    operator: str
+    kind: str
+    score: float
+    severity: str
+    reason: str
+    fields: list[str]
+    source: SourcePosition
+
+
+def alert_id(source: SourcePosition, operator: str) -> str:
+    """Deterministic 16-hex-digit id.
+
+    >>> alert_id(SourcePosition(topic="t", partition=0, offset=7), "outlier")
+    '23b6b20e95433a20'
+    """
+    digest = hashlib.blake2b(f"{source}|{operator}".encode(), digest_size=8)
+    return digest.hexdigest()
+
+
+def format_ts(ts_ms: int) -> str:
+    """RFC 3339 UTC with milliseconds.
+
+    >>> format_ts(1767225600000)
+    '2026-01-01T00:00:00.000Z'
+    """
+    moment = datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts_ms % 1000:03d}Z"
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MILLISECOND = timedelta(milliseconds=1)
+
+
+def epoch_ms(moment: datetime) -> int:
+    """Exact epoch milliseconds of an aware datetime (no float rounding).
+
+    >>> epoch_ms(datetime(2026, 1, 1, 0, 0, 0, 999000, tzinfo=timezone.utc))
+    1767225600999
+    """
+    return (moment - _EPOCH) // _MILLISECOND

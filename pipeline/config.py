@@ -1,0 +1,358 @@
+"""Configuration: one TOML file, overridden by ``VIGIL_...`` environment variables and CLI ``--set``.
+
+Precedence is file < environment < command line. An environment variable names its key with double
+underscores: ``VIGIL_METRICS__PORT=9200`` sets ``metrics.port``; ``--set metrics.port=9200`` does the
+same from the command line. Values are read as TOML values (``9200``, ``true``, ``"text"``) and fall
+back to plain strings.
+
+Validation collects *every* error, each naming the offending key and, where it can, a hint: unknown
+keys are errors (with the closest known key suggested), as are wrong types, out-of-range numbers,
+references to operators that do not exist and unknown river detector parameters.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import sys
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+from operators.drift import DriftParams, detector_parameters
+from operators.registry import OPERATOR_TYPES, OperatorSpec
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ENV_PREFIX = "VIGIL_"
+DEFAULT_CONFIG = "default.toml"
+
+
+def _range(low: float | None = None, high: float | None = None) -> dict[str, Any]:
+    return {"min": low, "max": high}
+
+
+@dataclass
+class RunConfig:
+    run_dir: str = "runs/latest"
+
+
+@dataclass
+class SourceConfig:
+    type: Literal["demo", "file"] = "demo"
+    path: str = ""
+
+
+@dataclass
+class DemoConfig:
+    events: int = field(default=200_000, metadata=_range(1))
+    entities: int = field(default=50, metadata=_range(1))
+    bad_rate: float = field(default=0.002, metadata=_range(0.0, 1.0))
+    seed: int = 7
+    rate: float = field(default=0.0, metadata=_range(0.0))
+    start: str = "2026-01-01T00:00:00Z"
+    interval_seconds: float = field(default=60.0, metadata=_range(0.001))
+
+
+@dataclass
+class PipelineConfig:
+    shards: int = field(default=16, metadata=_range(1, 65536))
+    batch_max_size: int = field(default=512, metadata=_range(1))
+    batch_max_wait_ms: int = field(default=50, metadata=_range(0))
+    max_event_bytes: int = field(default=65536, metadata=_range(64))
+
+
+@dataclass
+class OperatorConfig:
+    name: str
+    type: Literal["zscore", "drift"]
+    fields: list[str]
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SinkConfig:
+    type: Literal["file", "stdout"] = "file"
+    path: str = ""
+
+
+@dataclass
+class SinksConfig:
+    alerts: SinkConfig = field(default_factory=lambda: SinkConfig(path="alerts.jsonl"))
+    dead_letters: SinkConfig = field(default_factory=lambda: SinkConfig(path="dead_letters.jsonl"))
+
+
+@dataclass
+class MetricsConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = field(default=9108, metadata=_range(0, 65535))
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    source: SourceConfig = field(default_factory=SourceConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    operators: list[OperatorConfig] = field(default_factory=list)
+    sinks: SinksConfig = field(default_factory=SinksConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+    def operator_specs(self) -> list[OperatorSpec]:
+        issues: list[ConfigIssue] = []
+        specs = [
+            OperatorSpec(op.type, op.name, tuple(op.fields), _convert_params(op, f"operators[{i}].params", issues))
+            for i, op in enumerate(self.operators)
+        ]
+        if issues:
+            raise ConfigError(issues)
+        return specs
+
+    def sink_path(self, sink: SinkConfig) -> Path:
+        """Relative sink paths live in the run directory."""
+        return Path(self.run.run_dir) / sink.path
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    key: str
+    message: str
+    hint: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}" + (f" ({self.hint})" if self.hint else "")
+
+
+class ConfigError(ValueError):
+    def __init__(self, issues: Sequence[ConfigIssue], origin: str = "config") -> None:
+        self.issues = list(issues)
+        lines = "\n".join(f"  {issue}" for issue in self.issues)
+        super().__init__(f"{origin}: {len(self.issues)} error(s)\n{lines}")
+
+
+# ---- conversion of plain TOML data into the dataclasses above, collecting every issue ----
+
+_MISSING = object()
+
+
+def _join(path: str, key: Any) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return " | ".join(repr(choice) for choice in typing.get_args(hint))
+    if origin in (list, dict):
+        return f"{origin.__name__} of {_type_name(typing.get_args(hint)[-1])}"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _convert(value: Any, hint: Any, path: str, issues: list[ConfigIssue], meta: Mapping[str, Any] = {}) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _convert_dataclass(value, hint, path, issues)
+    if hint is Any:
+        return value
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            hint_text = f"did you mean {close[0]!r}?" if close else f"one of {', '.join(map(repr, choices))}"
+            issues.append(ConfigIssue(path, f"{value!r} is not allowed", hint_text))
+            return _MISSING
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            issues.append(ConfigIssue(path, f"expected a list, got {type(value).__name__}", f"write {path} = [...]"))
+            return _MISSING
+        (item_hint,) = typing.get_args(hint)
+        items = [_convert(item, item_hint, _join(path, i), issues) for i, item in enumerate(value)]
+        return [item for item in items if item is not _MISSING]
+    if origin is dict:
+        if not isinstance(value, dict):
+            issues.append(ConfigIssue(path, f"expected a table, got {type(value).__name__}"))
+            return _MISSING
+        _, item_hint = typing.get_args(hint)
+        return {k: _convert(v, item_hint, _join(path, k), issues) for k, v in value.items()}
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }.get(hint)
+    if ok is None:  # pragma: no cover - a schema bug, not a user error
+        raise TypeError(f"unsupported config type {hint!r} at {path}")
+    if not ok:
+        issues.append(ConfigIssue(path, f"expected {_type_name(hint)}, got {type(value).__name__} {value!r}"))
+        return _MISSING
+    low, high = meta.get("min"), meta.get("max")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+        issues.append(ConfigIssue(path, f"{value!r} is out of range", f"must be {bounds}"))
+        return _MISSING
+    return float(value) if hint is float else value
+
+
+def _convert_dataclass(value: Any, cls: type, path: str, issues: list[ConfigIssue]) -> Any:
+    if not isinstance(value, dict):
+        issues.append(ConfigIssue(path or "(top level)", f"expected a table, got {type(value).__name__}"))
+        return _MISSING
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for key in value:
+        if key not in known:
+            close = difflib.get_close_matches(key, list(known), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
+            issues.append(ConfigIssue(_join(path, key), "unknown key", hint))
+    # A bad optional value is reported and replaced by its default, so that later checks still run
+    # on the rest and the user sees every error at once; a bad required value drops the table.
+    kwargs = {}
+    for name, spec in known.items():
+        required = spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING
+        if name in value:
+            converted = _convert(value[name], hints[name], _join(path, name), issues, spec.metadata)
+            if converted is not _MISSING:
+                kwargs[name] = converted
+            elif required:
+                return _MISSING
+        elif required:
+            issues.append(ConfigIssue(_join(path, name), "missing required key"))
+            return _MISSING
+    return cls(**kwargs)
+
+
+def _convert_params(op: OperatorConfig, path: str, issues: list[ConfigIssue]) -> Any:
+    """The operator's own ``Params`` dataclass; drift detector parameters are checked against river."""
+    params = _convert_dataclass(op.params, OPERATOR_TYPES[op.type].Params, path, issues)
+    if isinstance(params, DriftParams):
+        accepted = detector_parameters(params.detector)
+        for key in params.detector_params:
+            if key not in accepted:
+                close = difflib.get_close_matches(key, list(accepted), n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"{params.detector} accepts {', '.join(accepted)}"
+                issues.append(ConfigIssue(f"{path}.detector_params.{key}", f"unknown {params.detector} parameter", hint))
+    return params
+
+
+def _check_semantics(config: Config, issues: list[ConfigIssue]) -> None:
+    if config.source.type == "file" and not config.source.path:
+        issues.append(ConfigIssue("source.path", "required when source.type = 'file'", "path of a JSON-lines file"))
+    for sink_name in ("alerts", "dead_letters"):
+        sink = getattr(config.sinks, sink_name)
+        if sink.type == "file" and not sink.path:
+            issues.append(ConfigIssue(f"sinks.{sink_name}.path", "required when type = 'file'"))
+    if not config.operators:
+        issues.append(ConfigIssue("operators", "no operators configured", "add at least one [[operators]] table"))
+    seen: dict[str, OperatorConfig] = {}
+    for index, op in enumerate(config.operators):
+        path = f"operators[{index}]"
+        if op.name in seen:
+            issues.append(ConfigIssue(f"{path}.name", f"duplicate operator name {op.name!r}"))
+        if not op.fields:
+            issues.append(ConfigIssue(f"{path}.fields", "must name at least one field"))
+        for position, name in enumerate(op.fields):
+            if name.startswith("score:"):
+                ref = name[len("score:") :]
+                earlier = seen.get(ref)
+                if earlier is None or OPERATOR_TYPES[earlier.type].kind != "outlier":
+                    scorers = [o.name for o in seen.values() if OPERATOR_TYPES[o.type].kind == "outlier"]
+                    issues.append(
+                        ConfigIssue(
+                            f"{path}.fields[{position}]",
+                            f"{name!r} does not name an earlier outlier operator",
+                            f"earlier scorers: {', '.join(scorers) or 'none'}",
+                        )
+                    )
+        _convert_params(op, f"{path}.params", issues)
+        seen[op.name] = op
+
+
+# ---- loading ----
+
+
+def parse_value(text: str) -> Any:
+    """A TOML value, or the text itself.
+
+    >>> parse_value("9200"), parse_value("true"), parse_value("0.0.0.0"), parse_value('["a", "b"]')
+    (9200, True, '0.0.0.0', ['a', 'b'])
+    """
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_override(data: dict[str, Any], dotted_key: str, value: Any) -> None:
+    """Set ``a.b.c`` (or ``operators.0.params.alpha``) in nested data, creating tables as needed."""
+    parts = dotted_key.split(".")
+    node: Any = data
+    for part in parts[:-1]:
+        if isinstance(node, list):
+            node = node[int(part)]
+        else:
+            node = node.setdefault(part, {})
+    if isinstance(node, list):
+        node[int(parts[-1])] = value
+    else:
+        node[parts[-1]] = value
+
+
+def env_overrides(environ: Mapping[str, str]) -> list[tuple[str, Any]]:
+    """``VIGIL_A__B=v`` becomes ``("a.b", v)``; variables without ``__`` are not config keys."""
+    found = []
+    for name, text in sorted(environ.items()):
+        if name.startswith(ENV_PREFIX) and "__" in name:
+            key = name[len(ENV_PREFIX) :].lower().replace("__", ".")
+            found.append((key, parse_value(text)))
+    return found
+
+
+def read_toml(path: str | Path | None) -> tuple[dict[str, Any], str]:
+    if path is None:
+        text = resources.files("pipeline").joinpath(DEFAULT_CONFIG).read_text()
+        return tomllib.loads(text), "built-in default config"
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle), str(path)
+    except FileNotFoundError:
+        raise ConfigError([ConfigIssue(str(path), "file not found")], str(path)) from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError([ConfigIssue(str(path), f"not valid TOML: {error}")], str(path)) from None
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Read, override and validate; raises :class:`ConfigError` listing every problem."""
+    data, origin = read_toml(path)
+    issues: list[ConfigIssue] = []
+    for key, value in env_overrides(os.environ if environ is None else environ):
+        apply_override(data, key, value)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep:
+            issues.append(ConfigIssue(f"--set {item}", "expected KEY=VALUE", "for example --set metrics.port=9200"))
+            continue
+        try:
+            apply_override(data, key.strip(), parse_value(text.strip()))
+        except (ValueError, IndexError, TypeError):
+            issues.append(ConfigIssue(f"--set {key}", "does not address a key in the config"))
+    config = _convert_dataclass(data, Config, "", issues)
+    if config is not _MISSING:
+        _check_semantics(config, issues)
+    else:
+        issues.append(ConfigIssue("(top level)", "the file must hold TOML tables"))
+    if issues:
+        raise ConfigError(issues, origin)
+    return config

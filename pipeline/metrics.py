@@ -1,0 +1,69 @@
+"""Prometheus metrics of a run, in their own registry, served over HTTP.
+
+Labels carry only bounded values (outcomes, reasons, operator and field names from the config,
+kernel names, devices); entity keys never become label values.
+"""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info, generate_latest, start_http_server
+
+from kernels import profiling
+from pipeline.decode import REASONS
+
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+# Event lag spans live consumption (milliseconds) to replays of history (days to a year).
+LAG_BUCKETS = (0.01, 0.05, 0.25, 1, 5, 30, 120, 600, 3600, 21600, 86400, 604800, 2592000, 31536000)
+KERNEL_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events = Counter("vigil_events_total", "Records read, by decode outcome.", ["outcome"], registry=r)
+        self.invalid = Counter(
+            "vigil_events_invalid_total", "Records sent to the dead-letter sink, by reason.", ["reason"], registry=r
+        )
+        self.alerts = Counter("vigil_alerts_total", "Alerts emitted.", ["operator", "severity"], registry=r)
+        self.drift = Counter("vigil_drift_total", "Drift alarms, per watched field.", ["operator", "field"], registry=r)
+        self.lag = Histogram(
+            "vigil_event_lag_seconds", "Processing time minus event time.", buckets=LAG_BUCKETS, registry=r
+        )
+        self.batch_size = Histogram(
+            "vigil_batch_size", "Events per micro-batch handed to a shard's operators.", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.kernel_seconds = Histogram(
+            "vigil_kernel_seconds", "Time per batched kernel call.", ["kernel", "device"], buckets=KERNEL_BUCKETS, registry=r
+        )
+        self.build = Info("vigil_build", "Vigil build information.", registry=r)
+        self.build.info({"version": _version()})
+        for outcome in ("valid", "invalid"):
+            self.events.labels(outcome)
+        for reason in REASONS:
+            self.invalid.labels(reason)
+
+    def observe_kernel(self, kernel: str, device: str, seconds: float) -> None:
+        self.kernel_seconds.labels(kernel, device).observe(seconds)
+
+    def attach_kernels(self) -> None:
+        profiling.add_observer(self.observe_kernel)
+
+    def detach_kernels(self) -> None:
+        profiling.remove_observer(self.observe_kernel)
+
+    def serve(self, host: str, port: int):
+        """Start the HTTP endpoint; returns the server so the caller can shut it down."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return server
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vigil")
+    except PackageNotFoundError:  # running from a source tree that was not installed
+        return "unknown"

@@ -1,0 +1,122 @@
+"""Config: every error names its key; env and CLI override the file; the shipped config is valid."""
+import textwrap
+
+import pytest
+
+from conftest import REPO, vigil
+from pipeline.config import ConfigError, load_config
+
+
+def write(tmp_path, text):
+    path = tmp_path / "vigil.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+GOOD = """
+    [source]
+    type = "file"
+    path = "events.jsonl"
+    [[operators]]
+    name = "outlier"
+    type = "zscore"
+    fields = ["cpu"]
+    [[operators]]
+    name = "drift"
+    type = "drift"
+    fields = ["score:outlier", "cpu"]
+    [operators.params]
+    detector = "kswin"
+    detector_params = { alpha = 0.001, window_size = 200 }
+"""
+
+
+def test_valid_file_loads_with_defaults(tmp_path):
+    config = load_config(write(tmp_path, GOOD), environ={})
+    assert config.metrics.port == 9108 and config.pipeline.shards == 16
+    specs = config.operator_specs()
+    assert [s.type for s in specs] == ["zscore", "drift"]
+    assert specs[1].params.detector_params == {"alpha": 0.001, "window_size": 200}
+
+
+def test_every_error_is_reported_with_its_key(tmp_path):
+    bad = write(
+        tmp_path,
+        """
+        [source]
+        type = "file"
+        [pipeline]
+        shards = 0
+        batch_max_sise = 10
+        [[operators]]
+        name = "outlier"
+        type = "zscore"
+        fields = ["cpu"]
+        [operators.params]
+        alpha = "fast"
+        [[operators]]
+        name = "drift"
+        type = "drift"
+        fields = ["score:nothing"]
+        [operators.params]
+        detector = "adwinn"
+        [[operators]]
+        name = "drift2"
+        type = "drift"
+        fields = ["cpu"]
+        [operators.params]
+        detector_params = { delt = 0.1 }
+        [metrics]
+        port = 70000
+        """,
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(bad, environ={})
+    text = str(caught.value)
+    for key, hint in [
+        ("source.path", "required"),
+        ("pipeline.shards", "out of range"),
+        ("pipeline.batch_max_sise", "did you mean 'batch_max_size'?"),
+        ("operators[0].params.alpha", "expected float"),
+        ("operators[1].fields[0]", "does not name an earlier outlier operator"),
+        ("operators[1].params.detector", "did you mean 'adwin'?"),
+        ("operators[2].params.detector_params.delt", "did you mean 'delta'?"),
+        ("metrics.port", "out of range"),
+    ]:
+        line = next((l for l in text.splitlines() if l.strip().startswith(key + ":")), None)
+        assert line is not None, f"{key} not reported in:\n{text}"
+        assert hint in line
+
+
+def test_precedence_file_then_env_then_cli(tmp_path):
+    path = write(tmp_path, GOOD + "\n[metrics]\nport = 9000\n")
+    assert load_config(path, environ={}).metrics.port == 9000
+    env = {"VIGIL_METRICS__PORT": "9100", "VIGIL_PIPELINE__SHARDS": "4", "VIGIL_DEVICE": "cpu"}
+    config = load_config(path, environ=env)
+    assert (config.metrics.port, config.pipeline.shards) == (9100, 4)
+    assert load_config(path, ["metrics.port=9200", "operators.0.params.alpha=0.1"], environ=env).metrics.port == 9200
+    assert load_config(path, ["operators.0.params.alpha=0.1"], environ={}).operator_specs()[0].params.alpha == 0.1
+
+
+def test_unknown_env_key_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"metrics\.prot: unknown key \(did you mean 'port'\?\)"):
+        load_config(write(tmp_path, GOOD), environ={"VIGIL_METRICS__PROT": "1"})
+
+
+def test_config_check_cli(tmp_path):
+    good = write(tmp_path, GOOD)
+    assert "OK" in vigil("config", "check", str(good)).stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[metrics]\nport = "x"\nextra = 1\n')
+    result = vigil("config", "check", str(bad), check=False)
+    assert result.returncode == 2
+    assert "metrics.port: expected int" in result.stderr and "metrics.extra: unknown key" in result.stderr
+    assert "operators: no operators configured" in result.stderr
+
+
+def test_shipped_example_is_valid_and_printed(tmp_path):
+    example = vigil("config", "example").stdout
+    path = tmp_path / "example.toml"
+    path.write_text(example)
+    assert "OK" in vigil("config", "check", str(path)).stdout
+    assert example == (REPO / "pipeline" / "default.toml").read_text()

@@ -1,0 +1,90 @@
+"""The drift wrapper alarms exactly where river's detectors do, and survives snapshot and restore."""
+import random
+
+import pytest
+from river import drift
+
+from operators.base import Batch
+from operators.drift import DriftOperator, DriftParams
+from operators.event import Event, SourcePosition
+
+# river's documented stream: 1000 draws from {0, 1}, then 1000 from 4..7.
+rng = random.Random(12345)
+STREAM = rng.choices([0, 1], k=1000) + rng.choices(range(4, 8), k=1000)
+
+CASES = [
+    ("adwin", {}, drift.ADWIN),
+    ("kswin", {"alpha": 1e-4, "seed": 42}, drift.KSWIN),
+    ("page_hinkley", {}, drift.PageHinkley),
+]
+
+
+def river_alarms(factory, params) -> list[int]:
+    detector = factory(**params)
+    alarms = []
+    for i, value in enumerate(STREAM):
+        detector.update(value)
+        if detector.drift_detected:
+            alarms.append(i)
+    return alarms
+
+
+def events(key: str = "k") -> list[Event]:
+    return [Event(key, i, {"x": float(v)}, SourcePosition(topic="t", partition=0, offset=i)) for i, v in enumerate(STREAM)]
+
+
+def wrapper_alarms(operator: DriftOperator, evs: list[Event], batch_size: int) -> list[int]:
+    found = []
+    for start in range(0, len(evs), batch_size):
+        found += [a.source.offset for a in operator.process(Batch(evs[start : start + batch_size]))]
+    return found
+
+
+@pytest.mark.parametrize("name,params,factory", CASES)
+def test_wrapper_alarms_at_the_same_index_as_river(name, params, factory):
+    expected = river_alarms(factory, params)
+    assert expected, "the seeded stream must make river alarm"
+    operator = DriftOperator("drift", ["x"], DriftParams(detector=name, detector_params=params))
+    assert wrapper_alarms(operator, events(), batch_size=128) == expected
+
+
+def test_documented_first_alarm_indices():
+    assert river_alarms(drift.ADWIN, {})[0] == 1023
+    assert river_alarms(drift.KSWIN, {"alpha": 1e-4, "seed": 42})[0] == 1016
+    assert river_alarms(drift.PageHinkley, {})[0] == 1006
+
+
+@pytest.mark.parametrize("name,params,factory", CASES)
+def test_restore_from_plain_snapshot_keeps_alarm_indices(name, params, factory):
+    evs = events()
+    first = DriftOperator("drift", ["x"], DriftParams(detector=name, detector_params=params))
+    before = wrapper_alarms(first, evs[:1010], batch_size=101)
+    state = first.snapshot()
+    assert_plain(state)
+    resumed = DriftOperator("drift", ["x"], DriftParams(detector=name, detector_params=params))
+    resumed.restore(state)
+    after = wrapper_alarms(resumed, evs[1010:], batch_size=101)
+    assert before + after == river_alarms(factory, params)
+
+
+def assert_plain(value):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            assert isinstance(k, str)
+            assert_plain(v)
+    elif isinstance(value, list):
+        for v in value:
+            assert_plain(v)
+    else:
+        assert value is None or isinstance(value, (bool, int, float, str, bytes)), type(value)
+
+
+def test_entities_have_independent_detectors_and_one_alert_per_event():
+    evs = events("a")[:1100] + events("b")[:900]
+    operator = DriftOperator("drift", ["x", "y"], DriftParams(detector="page_hinkley"))
+    for e in evs:
+        e.fields["y"] = e.fields["x"]
+    alerts = operator.process(Batch(evs))
+    assert {a.key for a in alerts} == {"a"}
+    assert all(a.fields == ["x", "y"] and a.score == 2.0 for a in alerts)
+    assert len({a.id for a in alerts}) == len(alerts)
