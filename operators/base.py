@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Protocol, Sequence
 
 import numpy as np
 
-from operators.event import Alert, Event
+from operators.event import Alert, Event, alert_id, format_ts
 
 SCORE_PREFIX = "score:"
 
@@ -63,6 +63,36 @@ class Operator(Protocol):
     def snapshot(self) -> dict[str, Any]: ...
 
     def restore(self, state: dict[str, Any]) -> None: ...
+
+
+class OperatorBase:
+    """Shared plumbing for operators: construction from config and alert records."""
+
+    kind: ClassVar[str]
+    Params: ClassVar[type]
+
+    def __init__(self, name: str, fields: Sequence[str], params: Any) -> None:
+        self.name = name
+        self.fields = tuple(fields)
+        self.params = params
+
+    @classmethod
+    def from_config(cls, name: str, fields: Sequence[str], params: Any) -> "OperatorBase":
+        return cls(name, fields, params)
+
+    def alert(self, event: Event, *, score: float, severity: str, reason: str, fields: list[str]) -> Alert:
+        return Alert(
+            id=alert_id(event.source, self.name),
+            key=event.key,
+            ts=format_ts(event.ts_ms),
+            operator=self.name,
+            kind=self.kind,
+            score=score,
+            severity=severity,
+            reason=reason,
+            fields=fields,
+            source=event.source,
+        )
 
 
 @dataclass(frozen=True)

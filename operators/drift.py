@@ -23,8 +23,8 @@ from typing import Any, ClassVar, Literal, Sequence
 import numpy as np
 from river import drift
 
-from operators.base import Batch
-from operators.event import Alert, alert_id, format_ts
+from operators.base import Batch, OperatorBase
+from operators.event import Alert
 from operators.plain_state import load_plain, to_plain
 
 DETECTORS = {"adwin": drift.ADWIN, "kswin": drift.KSWIN, "page_hinkley": drift.PageHinkley}
@@ -46,20 +46,14 @@ class DriftParams:
     severity: str = "warning"
 
 
-class DriftOperator:
+class DriftOperator(OperatorBase):
     kind: ClassVar[str] = "drift"
     Params: ClassVar[type] = DriftParams
 
     def __init__(self, name: str, fields: Sequence[str], params: DriftParams) -> None:
-        self.name = name
-        self.fields = tuple(fields)
-        self.params = params
+        super().__init__(name, fields, params)
         self.detector_class = DETECTORS[params.detector]
         self.detectors: dict[tuple[str, str], drift.base.DriftDetector] = {}
-
-    @classmethod
-    def from_config(cls, name: str, fields: Sequence[str], params: DriftParams) -> "DriftOperator":
-        return cls(name, fields, params)
 
     def _new_detector(self, key: str, field_name: str):
         kwargs = dict(self.params.detector_params)
@@ -87,17 +81,12 @@ class DriftOperator:
                         drifted.append(field_name)
             if drifted:
                 alerts.append(
-                    Alert(
-                        id=alert_id(event.source, self.name),
-                        key=event.key,
-                        ts=format_ts(event.ts_ms),
-                        operator=self.name,
-                        kind=self.kind,
+                    self.alert(
+                        event,
                         score=float(len(drifted)),
                         severity=self.params.severity,
                         reason=f"{self.detector_class.__name__} detected a change in {', '.join(drifted)}",
                         fields=drifted,
-                        source=event.source,
                     )
                 )
         return alerts

@@ -22,8 +22,8 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from kernels.ewma import RobustEwma
-from operators.base import Batch, SeverityLevels
-from operators.event import Alert, alert_id, format_ts
+from operators.base import Batch, OperatorBase, SeverityLevels
+from operators.event import Alert
 
 
 @dataclass
@@ -42,14 +42,12 @@ class ZScoreParams:
     device: str = "auto"
 
 
-class ZScoreOperator:
+class ZScoreOperator(OperatorBase):
     kind: ClassVar[str] = "outlier"
     Params: ClassVar[type] = ZScoreParams
 
     def __init__(self, name: str, fields: Sequence[str], params: ZScoreParams) -> None:
-        self.name = name
-        self.fields = tuple(fields)
-        self.params = params
+        super().__init__(name, fields, params)
         self.levels = SeverityLevels.from_mapping(params.severity)
         self.kernel = RobustEwma(
             len(self.fields),
@@ -60,10 +58,6 @@ class ZScoreOperator:
             device=params.device,
         )
         self.slots: dict[str, int] = {}
-
-    @classmethod
-    def from_config(cls, name: str, fields: Sequence[str], params: ZScoreParams) -> "ZScoreOperator":
-        return cls(name, fields, params)
 
     def _slot(self, key: str) -> int:
         slot = self.slots.get(key)
@@ -84,17 +78,12 @@ class ZScoreOperator:
             event, value = batch.events[row], float(score[row])
             field_name = self.fields[worst[row]]
             alerts.append(
-                Alert(
-                    id=alert_id(event.source, self.name),
-                    key=event.key,
-                    ts=format_ts(event.ts_ms),
-                    operator=self.name,
-                    kind=self.kind,
+                self.alert(
+                    event,
                     score=value,
                     severity=self.levels.level(value),
                     reason=f"{field_name}={event.fields[field_name]:g} is {value:.1f} robust standard deviations from its running mean",
                     fields=[field_name],
-                    source=event.source,
                 )
             )
         return alerts

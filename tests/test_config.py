@@ -68,6 +68,8 @@ def test_every_error_is_reported_with_its_key(tmp_path):
         detector_params = { delt = 0.1 }
         [metrics]
         port = 70000
+        [demo]
+        start = "2026-01-01 noon"
         """,
     )
     with pytest.raises(ConfigError) as caught:
@@ -82,6 +84,7 @@ def test_every_error_is_reported_with_its_key(tmp_path):
         ("operators[1].params.detector", "did you mean 'adwin'?"),
         ("operators[2].params.detector_params.delt", "did you mean 'delta'?"),
         ("metrics.port", "out of range"),
+        ("demo.start", "not an RFC 3339 time"),
     ]:
         line = next((l for l in text.splitlines() if l.strip().startswith(key + ":")), None)
         assert line is not None, f"{key} not reported in:\n{text}"
