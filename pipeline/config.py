@@ -358,8 +358,6 @@ def load_config(
     config = _convert_dataclass(data, Config, "", issues)
     if config is not _MISSING:
         _check_semantics(config, issues)
-    else:
-        issues.append(ConfigIssue("(top level)", "the file must hold TOML tables"))
     if issues:
         raise ConfigError(issues, origin)
     return config
