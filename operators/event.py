@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timedelta, timezone
-from typing import Union
+from typing import Annotated, Union
 
 import msgspec
 
@@ -85,6 +85,9 @@ def format_ts(ts_ms: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts_ms % 1000:03d}Z"
 
 
+# An RFC 3339 time that must carry an offset; naive times are rejected.
+AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MILLISECOND = timedelta(milliseconds=1)
 
@@ -96,3 +99,15 @@ def epoch_ms(moment: datetime) -> int:
     1767225600999
     """
     return (moment - _EPOCH) // _MILLISECOND
+
+
+def parse_ts_ms(text: str) -> int:
+    """Epoch milliseconds of an RFC 3339 time with an offset; ValueError otherwise.
+
+    >>> parse_ts_ms("2026-01-01T01:00:00.250+01:00")
+    1767225600250
+    """
+    try:
+        return epoch_ms(msgspec.json.decode(msgspec.json.encode(text), type=AwareDatetime))
+    except msgspec.ValidationError as error:
+        raise ValueError(f"{text!r} is not an RFC 3339 time with an offset") from error

@@ -19,7 +19,7 @@ from typing import Annotated, Union
 
 import msgspec
 
-from operators.event import Event, FieldValue, Label, SourcePosition, epoch_ms
+from operators.event import AwareDatetime, Event, FieldValue, Label, SourcePosition, epoch_ms
 
 REASONS = (
     "oversized",
@@ -39,7 +39,7 @@ _MAX_TS_MS = 253_402_300_799_999
 
 class WireEvent(msgspec.Struct):
     key: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
-    ts: Union[Annotated[datetime, msgspec.Meta(tz=True)], int]
+    ts: Union[AwareDatetime, int]
     fields: dict[str, FieldValue]
     label: Label = None
     group: Union[str, None] = None

@@ -16,13 +16,12 @@ of several kinds. Everything derives from ``seed``: the same arguments give the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Iterator
 
 import msgspec
 import numpy as np
 
-from operators.event import epoch_ms, format_ts
+from operators.event import format_ts, parse_ts_ms
 
 FIELDS = ("cpu", "latency_ms", "requests", "error_rate")
 KINDS = ("spike", "level_shift", "drift")
@@ -74,7 +73,7 @@ class SyntheticStream:
         self.seed = seed
         self.bad_rate = bad_rate
         self.interval_ms = int(round(interval_seconds * 1000))
-        self.start_ms = epoch_ms(msgspec.json.decode(msgspec.json.encode(start), type=datetime))
+        self.start_ms = parse_ts_ms(start)
         self.max_event_bytes = max_event_bytes
         self.keys = [f"node-{i:03d}" for i in range(entities)]
         self.ticks = -(-events // entities)
