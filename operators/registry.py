@@ -52,11 +52,15 @@ class OperatorChain:
         return cls([build_operator(spec) for spec in specs])
 
     def process(self, events: Sequence[Event]) -> list[Alert]:
+        return self.process_batch(events)[0]
+
+    def process_batch(self, events: Sequence[Event]) -> tuple[list[Alert], Batch]:
+        """Alerts plus the batch, whose ``scores`` hold each scoring operator's per-event values."""
         batch = Batch(events)
         alerts: list[Alert] = []
         for operator in self.operators:
             alerts.extend(operator.process(batch))
-        return alerts
+        return alerts, batch
 
     def snapshot(self) -> dict[str, Any]:
         return {operator.name: operator.snapshot() for operator in self.operators}

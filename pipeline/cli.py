@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from importlib import resources
 from typing import Sequence
 
-from pipeline.config import DEFAULT_CONFIG, ConfigError, load_config
+from pipeline.config import DEFAULT_CONFIG, ConfigError, ConfigIssue, load_config
+from pipeline.kafka import BrokerWaitStopped, quiet_client_logs
 
 log = logging.getLogger("vigil")
 
@@ -25,6 +27,11 @@ def _add_common(parser: argparse.ArgumentParser, config_required: bool) -> None:
     parser.add_argument("--metrics-port", type=int, metavar="PORT", help="Prometheus endpoint port (metrics.port, default 9108)")
     parser.add_argument("--metrics-host", metavar="ADDR", help="Prometheus endpoint bind address (metrics.host)")
     parser.add_argument("--no-metrics", action="store_true", help="do not serve the metrics endpoint")
+
+
+def _add_brokers(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bootstrap-servers", metavar="HOST:PORT,...",
+                        help="Kafka bootstrap servers, comma-separated (kafka.bootstrap_servers)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,14 +54,47 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--bad-rate", type=float, help="share of malformed events, 0..1 (demo.bad_rate, default 0.002)")
     demo.add_argument("--rate", type=float, help="events per second, 0 for as fast as possible (demo.rate)")
     demo.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
+    demo.add_argument(
+        "--broker", choices=["embedded"],
+        help="go through Kafka: start the embedded Tansu broker, produce the stream into a topic and tail it "
+        "with the live consumer (default: feed the dataflow directly)",
+    )
 
     run = commands.add_parser(
         "run", help="run the pipeline described by a config file",
-        description="Run the configured source through the operators into the configured sinks. A file source is "
-        "bounded: the run ends at its last line and writes its outputs in source order.",
+        description="Run the configured source through the operators into the configured sinks. A Kafka source "
+        "in tail mode runs until SIGTERM or SIGINT, which stop it cleanly (in-flight batches finish, sinks flush, "
+        "a final snapshot is taken). A file source, or a Kafka source in bounded mode, ends at the end of its input "
+        "and writes its file outputs in source order. Several processes form one cluster with -i and -a.",
     )
     _add_common(run, config_required=True)
-    run.add_argument("--workers", type=int, default=1, metavar="N", help="Bytewax worker threads in this process (default 1)")
+    _add_brokers(run)
+    run.add_argument("-w", "--workers", type=int, default=1, metavar="N",
+                     help="Bytewax worker threads in this process (default 1; prefer processes, see -i/-a)")
+    run.add_argument("-i", "--process-id", type=int, metavar="ID",
+                     help="this process's index in the cluster given by -a (0-based)")
+    run.add_argument("-a", "--addresses", metavar="HOST:PORT;...",
+                     help="every cluster process's host:port for Bytewax's exchange, separated by ';', "
+                     "the same list and order in every process")
+
+    replay = commands.add_parser(
+        "replay", help="run the operators over a bounded slice of historical Kafka topics",
+        description="Replay a slice of one or more topics through the configured operators into a run directory of "
+        "its own (or alerts into a separate topic), with its own state and no offset commits. Same slice, "
+        "byte-identical output.",
+    )
+    _add_common(replay, config_required=False)
+    _add_brokers(replay)
+    replay.add_argument("--topic", dest="topics", action="append", metavar="TOPIC",
+                        help="topic to replay (repeatable; default: source.topics of the config)")
+    replay.add_argument("--from", dest="start", required=True, metavar="WHEN",
+                        help="'beginning', an RFC 3339 time (records older than it are skipped), or "
+                        "PARTITION:OFFSET,... (partitions not listed start at the beginning)")
+    replay.add_argument("--to", dest="end", default="end", metavar="WHEN",
+                        help="'end' (the end offsets when the replay starts; default) or an RFC 3339 time (exclusive)")
+    replay.add_argument("--alerts-topic", metavar="TOPIC", help="write alerts to this topic instead of alerts.jsonl")
+    replay.add_argument("--scores", action="store_true", help="also write every event's scores to scores.jsonl")
+    replay.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
 
     config = commands.add_parser("config", help="check or print configuration", description="Configuration helpers.")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION", help="check a file or print the example")
@@ -79,10 +119,15 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         "seed": "demo.seed", "events": "demo.events", "entities": "demo.entities",
         "bad_rate": "demo.bad_rate", "rate": "demo.rate",
     }
+    if args.command == "replay":
+        del flag_keys["run_dir"]  # a replay's directory is its own, never run.run_dir
     for attribute, key in flag_keys.items():
         value = getattr(args, attribute, None)
         if value is not None:
             overrides.append(f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}")
+    if getattr(args, "bootstrap_servers", None):
+        servers = [server.strip() for server in args.bootstrap_servers.split(",") if server.strip()]
+        overrides.append("kafka.bootstrap_servers=" + json.dumps(servers))
     if getattr(args, "no_metrics", False):
         overrides.append("metrics.enabled=false")
     return overrides
@@ -91,6 +136,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_client_logs(logging.getLevelName(args.log_level))
     try:
         if args.command == "config":
             return _config_command(args)
@@ -98,12 +144,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from pipeline.demo import run_demo
 
-            run_demo(config, show_progress=not args.no_progress)
+            run_demo(config, show_progress=not args.no_progress, broker=args.broker)
             return 0
-        from pipeline.runner import configured_source, run_pipeline
-
-        report = run_pipeline(config, configured_source(config), bounded=config.source.type == "file", workers=args.workers)
-        log.info("run finished in %.1f s; outputs in %s", report.elapsed_seconds, report.run_dir)
+        if args.command == "replay":
+            return _replay_command(args, config)
+        return _run_command(args, config)
+    except BrokerWaitStopped as error:
+        log.info("%s", error)
         return 0
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -113,6 +160,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _run_command(args: argparse.Namespace, config) -> int:
+    from pipeline.runner import Cluster, is_bounded, run_pipeline
+
+    addresses = [a.strip() for a in args.addresses.split(";") if a.strip()] if args.addresses else None
+    if (args.process_id is None) != (addresses is None):
+        raise ValueError("-i/--process-id and -a/--addresses go together")
+    if addresses and not 0 <= args.process_id < len(addresses):
+        raise ValueError(f"-i {args.process_id} is not an index into the {len(addresses)} addresses given with -a")
+    cluster = Cluster(workers=args.workers, process_id=args.process_id, addresses=addresses)
+    report = run_pipeline(config, bounded=is_bounded(config), cluster=cluster)
+    log.info("run %s after %.1f s; outputs in %s", "stopped" if report.stopped else "finished",
+             report.elapsed_seconds, report.run_dir)
+    return 0
+
+
+def _replay_command(args: argparse.Namespace, config) -> int:
+    from pipeline.replay import SliceSpec, replay_config, run_replay
+
+    topics = args.topics or config.source.topics
+    if not topics:
+        raise ConfigError([ConfigIssue("--topic", "no topic to replay", "pass --topic or set source.topics")], "replay")
+    run_dir = args.run_dir or f"runs/replay-{'-'.join(topics)}"
+    spec = SliceSpec.parse(args.start, args.end)
+    run_replay(replay_config(config, topics, run_dir, args.alerts_topic, args.scores), spec,
+               show_progress=not args.no_progress)
+    return 0
 
 
 def _config_command(args: argparse.Namespace) -> int:

@@ -45,8 +45,14 @@ class RunConfig:
 
 @dataclass
 class SourceConfig:
-    type: Literal["demo", "file"] = "demo"
+    type: Literal["demo", "file", "kafka"] = "demo"
     path: str = ""
+    topics: list[str] = field(default_factory=list)
+    # tail: run until stopped; bounded: stop at the end offsets captured when the run starts.
+    mode: Literal["tail", "bounded"] = "tail"
+    # Where a partition starts when the recovery store has no position for it.
+    start: Literal["committed", "beginning", "end"] = "committed"
+    fetch_batch_size: int = field(default=1000, metadata=_range(1))
 
 
 @dataclass
@@ -78,14 +84,53 @@ class OperatorConfig:
 
 @dataclass
 class SinkConfig:
-    type: Literal["file", "stdout"] = "file"
+    type: Literal["file", "stdout", "kafka", "none"] = "file"
     path: str = ""
+    topic: str = ""
 
 
 @dataclass
 class SinksConfig:
     alerts: SinkConfig = field(default_factory=lambda: SinkConfig(path="alerts.jsonl"))
     dead_letters: SinkConfig = field(default_factory=lambda: SinkConfig(path="dead_letters.jsonl"))
+    # Every valid event with its operators' scores: for backtests and for auditing that nothing was lost.
+    scores: SinkConfig = field(default_factory=lambda: SinkConfig(type="none", path="scores.jsonl"))
+
+
+@dataclass
+class KafkaConfig:
+    """Connection to the brokers. Secrets are never config values: name an env var or a file."""
+
+    bootstrap_servers: list[str] = field(default_factory=lambda: ["127.0.0.1:9092"])
+    client_id: str = "vigil"
+    # Offsets are committed to this group after each snapshot, for lag tools; Vigil never joins it.
+    group_id: str = "vigil"
+    commit_offsets: bool = True
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = ""
+    sasl_username: str = ""
+    sasl_password_env: str = ""
+    sasl_password_file: str = ""
+    ssl_ca_location: str = ""
+    ssl_certificate_location: str = ""
+    ssl_key_location: str = ""
+    ssl_key_password_env: str = ""
+    ssl_key_password_file: str = ""
+    retry_initial_seconds: float = field(default=0.5, metadata=_range(0.01))
+    retry_max_seconds: float = field(default=30.0, metadata=_range(0.01))
+    # Extra librdkafka properties (https://github.com/confluentinc/librdkafka/blob/master/CONFIGURATION.md).
+    consumer: dict[str, Any] = field(default_factory=dict)
+    producer: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RecoveryConfig:
+    """Bytewax recovery: state and source positions are snapshotted here; empty disables it."""
+
+    directory: str = ""
+    snapshot_interval_seconds: float = field(default=10.0, metadata=_range(0.01))
+    backup_interval_seconds: float = field(default=0.0, metadata=_range(0.0))
+    partitions: int = field(default=1, metadata=_range(1))
 
 
 @dataclass
@@ -103,6 +148,8 @@ class Config:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     operators: list[OperatorConfig] = field(default_factory=list)
     sinks: SinksConfig = field(default_factory=SinksConfig)
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     def operator_specs(self) -> list[OperatorSpec]:
@@ -251,10 +298,17 @@ def _check_semantics(config: Config, issues: list[ConfigIssue]) -> None:
         issues.append(ConfigIssue("demo.start", str(error), "e.g. 2026-01-01T00:00:00Z"))
     if config.source.type == "file" and not config.source.path:
         issues.append(ConfigIssue("source.path", "required when source.type = 'file'", "path of a JSON-lines file"))
-    for sink_name in ("alerts", "dead_letters"):
+    if config.source.type == "kafka" and not config.source.topics:
+        issues.append(ConfigIssue("source.topics", "required when source.type = 'kafka'", 'e.g. topics = ["events"]'))
+    for sink_name in ("alerts", "dead_letters", "scores"):
         sink = getattr(config.sinks, sink_name)
         if sink.type == "file" and not sink.path:
             issues.append(ConfigIssue(f"sinks.{sink_name}.path", "required when type = 'file'"))
+        if sink.type == "kafka" and not sink.topic:
+            issues.append(ConfigIssue(f"sinks.{sink_name}.topic", "required when type = 'kafka'"))
+        if sink.type == "kafka" and sink.topic in config.source.topics:
+            issues.append(ConfigIssue(f"sinks.{sink_name}.topic", f"{sink.topic!r} is also a source topic"))
+    _check_kafka(config.kafka, issues)
     if not config.operators:
         issues.append(ConfigIssue("operators", "no operators configured", "add at least one [[operators]] table"))
     seen: dict[str, OperatorConfig] = {}
@@ -279,6 +333,30 @@ def _check_semantics(config: Config, issues: list[ConfigIssue]) -> None:
                     )
         _convert_params(op, f"{path}.params", issues)
         seen[op.name] = op
+
+
+def _check_kafka(kafka: KafkaConfig, issues: list[ConfigIssue]) -> None:
+    from pipeline.kafka import SECRET_WORDS, SecretError, resolve_secret
+
+    if kafka.sasl_mechanism and not kafka.security_protocol.startswith("SASL"):
+        issues.append(ConfigIssue("kafka.security_protocol", f"is {kafka.security_protocol} but sasl_mechanism is set",
+                                  "use SASL_SSL or SASL_PLAINTEXT"))
+    if kafka.security_protocol.startswith("SASL") and not kafka.sasl_mechanism:
+        issues.append(ConfigIssue("kafka.sasl_mechanism", f"required with security_protocol {kafka.security_protocol}",
+                                  "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"))
+    for secret in ("sasl_password", "ssl_key_password"):
+        try:
+            resolve_secret(getattr(kafka, f"{secret}_env"), getattr(kafka, f"{secret}_file"))
+        except SecretError as error:
+            issues.append(ConfigIssue(f"kafka.{secret}_{error.via}", str(error)))
+    if kafka.sasl_mechanism and not (kafka.sasl_password_env or kafka.sasl_password_file):
+        issues.append(ConfigIssue("kafka.sasl_password_env", f"SASL {kafka.sasl_mechanism} needs a password",
+                                  "name an env var (sasl_password_env) or a file (sasl_password_file)"))
+    for role in ("consumer", "producer"):
+        for key in getattr(kafka, role):
+            if any(word in key.lower() for word in SECRET_WORDS):
+                issues.append(ConfigIssue(f"kafka.{role}.{key}", "secrets may not be written in the config",
+                                          "use sasl_password_env / sasl_password_file or the ssl_key_password_* keys"))
 
 
 # ---- loading ----

@@ -2,8 +2,9 @@
 
 ::
 
-    raw records ──decode──┬── events ──shard──> stateful_batch("operators") ──alerts──> alert sink
-                          └── dead letters ─────────────────────────────────────────> dead-letter sink
+    raw records ──decode──┬── events ──shard──> stateful_batch("operators") ──┬── alerts ──> alert sink
+                          │                                                   └── scored events ──> scores sink
+                          └── dead letters ─────────────────────────────────────────────────> dead-letter sink
 
 ``shard_of`` routes each entity to ``crc32(key) % shards``; Bytewax spreads shards over workers. The
 ``operators`` step buffers a shard's events into micro-batches (``batch_max_size`` events or
@@ -13,6 +14,7 @@ snapshots and the buffered events as dicts.
 """
 from __future__ import annotations
 
+import math
 import time
 import zlib
 from dataclasses import dataclass
@@ -26,7 +28,8 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
-from operators.event import Alert, Event
+from operators.event import Alert, Event, SourcePosition, format_ts
+from operators.base import Batch
 from operators.registry import OperatorChain, OperatorSpec
 from pipeline.decode import DeadLetter, decode_event
 from pipeline.metrics import Metrics
@@ -42,40 +45,62 @@ def shard_of(key: str, shards: int) -> int:
     return zlib.crc32(key.encode("utf-8")) % shards
 
 
+class ScoredEvent(msgspec.Struct):
+    """One valid event with the score each scoring operator gave it (null where it was not scored)."""
+
+    key: str
+    ts: str
+    source: SourcePosition
+    scores: dict[str, float | None]
+
+
+def scored_events(batch: Batch) -> list[ScoredEvent]:
+    columns = {name: [None if math.isnan(v) else v for v in values.tolist()] for name, values in batch.scores.items()}
+    return [
+        ScoredEvent(event.key, format_ts(event.ts_ms), event.source, {name: column[row] for name, column in columns.items()})
+        for row, event in enumerate(batch.events)
+    ]
+
+
 @dataclass(frozen=True)
 class Batching:
     max_size: int
     max_wait: timedelta
 
 
-class ShardLogic(StatefulBatchLogic[Event, Alert, dict]):
-    """One shard: a buffer of pending events and the operator chain that owns the shard's entities."""
+class ShardLogic(StatefulBatchLogic[Event, "Alert | ScoredEvent", dict]):
+    """One shard: a buffer of pending events and the operator chain that owns the shard's entities.
 
-    def __init__(self, chain: OperatorChain, batching: Batching, metrics: Metrics, resume: dict | None) -> None:
+    Emits alerts, and also every event's scores when ``emit_scores`` is set.
+    """
+
+    def __init__(self, chain: OperatorChain, batching: Batching, metrics: Metrics, resume: dict | None,
+                 emit_scores: bool = False) -> None:
         self.chain = chain
         self.batching = batching
         self.metrics = metrics
+        self.emit_scores = emit_scores
         self.pending: list[Event] = []
         self.deadline: datetime | None = None
         if resume is not None:
             chain.restore(resume["operators"])
             self.pending = [msgspec.convert(item, Event) for item in resume["pending"]]
 
-    def _process(self, events: list[Event]) -> list[Alert]:
+    def _process(self, events: list[Event]) -> list[Alert | ScoredEvent]:
         self.metrics.batch_size.observe(len(events))
         now_ms = time.time() * 1000
         for event in events:
             self.metrics.lag.observe(max(0.0, (now_ms - event.ts_ms) / 1000))
-        alerts = self.chain.process(events)
+        alerts, batch = self.chain.process_batch(events)
         for alert in alerts:
             self.metrics.alerts.labels(alert.operator, alert.severity).inc()
             if alert.kind == "drift":
                 for field in alert.fields:
                     self.metrics.drift.labels(alert.operator, field).inc()
-        return alerts
+        return [*alerts, *scored_events(batch)] if self.emit_scores else alerts
 
-    def _drain(self, everything: bool) -> list[Alert]:
-        alerts: list[Alert] = []
+    def _drain(self, everything: bool) -> list[Alert | ScoredEvent]:
+        alerts: list[Alert | ScoredEvent] = []
         size = self.batching.max_size
         while len(self.pending) >= size or (everything and self.pending):
             chunk, self.pending = self.pending[:size], self.pending[size:]
@@ -86,14 +111,14 @@ class ShardLogic(StatefulBatchLogic[Event, Alert, dict]):
             self.deadline = datetime.now(timezone.utc) + self.batching.max_wait
         return alerts
 
-    def on_batch(self, values: list[Event]) -> tuple[Iterable[Alert], bool]:
+    def on_batch(self, values: list[Event]) -> tuple[Iterable[Alert | ScoredEvent], bool]:
         self.pending.extend(values)
         return self._drain(everything=not self.batching.max_wait), StatefulBatchLogic.RETAIN
 
-    def on_notify(self) -> tuple[Iterable[Alert], bool]:
+    def on_notify(self) -> tuple[Iterable[Alert | ScoredEvent], bool]:
         return self._drain(everything=True), StatefulBatchLogic.RETAIN
 
-    def on_eof(self) -> tuple[Iterable[Alert], bool]:
+    def on_eof(self) -> tuple[Iterable[Alert | ScoredEvent], bool]:
         return self._drain(everything=True), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
@@ -107,9 +132,10 @@ def build_flow(
     *,
     source: Source[RawRecord],
     operator_specs: Sequence[OperatorSpec],
-    alert_sink: Sink[Alert],
-    dead_letter_sink: Sink[DeadLetter],
+    alert_sink: Sink[Alert] | None,
+    dead_letter_sink: Sink[DeadLetter] | None,
     metrics: Metrics,
+    scores_sink: Sink[ScoredEvent] | None = None,
     shards: int,
     batching: Batching,
     max_event_bytes: int,
@@ -128,14 +154,20 @@ def build_flow(
         return result
 
     def build_shard(resume: dict | None) -> ShardLogic:
-        return ShardLogic(OperatorChain.build(operator_specs), batching, metrics, resume)
+        return ShardLogic(OperatorChain.build(operator_specs), batching, metrics, resume, emit_scores=scores_sink is not None)
 
     flow = Dataflow(name)
     raw = op.input("source", flow, source)
     decoded = op.map("decode", raw, decode)
     split = op.branch("split_valid", decoded, lambda item: isinstance(item, Event))
     keyed = op.key_on("route_to_shard", split.trues, lambda event: str(shard_of(event.key, shards)))
-    alerts = op.key_rm("drop_shard_key", op.stateful_batch("operators", keyed, build_shard))
-    op.output("alerts_out", alerts, alert_sink)
-    op.output("dead_letters_out", split.falses, dead_letter_sink)
+    results = op.key_rm("drop_shard_key", op.stateful_batch("operators", keyed, build_shard))
+    if scores_sink is not None:
+        outputs = op.branch("split_scores", results, lambda item: isinstance(item, Alert))
+        op.output("scores_out", outputs.falses, scores_sink)
+        results = outputs.trues
+    if alert_sink is not None:
+        op.output("alerts_out", results, alert_sink)
+    if dead_letter_sink is not None:
+        op.output("dead_letters_out", split.falses, dead_letter_sink)
     return flow

@@ -2,10 +2,19 @@
 
 Writes into the run directory: ``alerts.jsonl``, ``dead_letters.jsonl``, ``truth.jsonl`` (injected
 incidents), ``metrics.prom`` (final metrics) and ``summary.json`` (the table below, as data).
+
+With ``--broker embedded`` the stream goes through Kafka: a Tansu broker starts on a free loopback
+port, a producer thread writes the stream into a 4-partition topic (keyed by entity, stamped with event
+time), and the live consumer tails it with alerts and dead letters going to their own topics, until
+it has read every event and stops as it would on SIGTERM. The two output files are then read back
+from those topics.
 """
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
+import threading
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -13,12 +22,17 @@ from typing import TextIO
 
 import msgspec
 
-from operators.event import epoch_ms
-from pipeline.config import Config
-from pipeline.decode import REASONS
+from operators.event import SourcePosition, epoch_ms
+from pipeline.config import Config, SinkConfig, SourceConfig
+from pipeline.decode import REASONS, DeadLetter
+from pipeline.embedded_broker import EmbeddedBroker
+from pipeline.kafka import KafkaSettings, create_topics, plan_live, read_topic
+from pipeline.metrics import Metrics
 from pipeline.progress import Progress
 from pipeline.runner import RunReport, run_pipeline
-from pipeline.sources import DemoSource
+from pipeline.shutdown import STOP
+from pipeline.sinks import sort_by_source
+from pipeline.sources import DemoSource, Pacer
 from pipeline.synthetic import KINDS, Evaluation, SyntheticStream, evaluate
 
 SEVERITIES = ("info", "warning", "critical")
@@ -38,7 +52,11 @@ def read_alerts(path: Path | None) -> list[_AlertView]:
     return [decoder.decode(line) for line in path.read_bytes().splitlines() if line]
 
 
-def run_demo(config: Config, *, show_progress: bool = True, out: TextIO | None = None) -> dict:
+DEMO_TOPICS = {"events": "vigil-demo-events", "alerts": "vigil-demo-alerts", "dead_letters": "vigil-demo-dead-letters"}
+DEMO_PARTITIONS = 4
+
+
+def run_demo(config: Config, *, show_progress: bool = True, out: TextIO | None = None, broker: str | None = None) -> dict:
     demo = config.demo
     stream = SyntheticStream(
         events=demo.events,
@@ -56,8 +74,13 @@ def run_demo(config: Config, *, show_progress: bool = True, out: TextIO | None =
             truth.write(msgspec.json.encode(incident) + b"\n")
 
     progress = Progress(demo.events, enabled=show_progress)
-    source = DemoSource(stream, rate=demo.rate, on_emit=progress.advance)
-    report = run_pipeline(config, source, bounded=True)
+    if broker == "embedded":
+        with EmbeddedBroker(log_path=run_dir / "broker.log") as embedded:
+            report = _run_through_kafka(config, stream, embedded.bootstrap, progress)
+    else:
+        report = run_pipeline(
+            config, lambda _metrics: DemoSource(stream, rate=demo.rate, on_emit=progress.advance, stop=STOP), bounded=True
+        )
     progress.close()
 
     alerts = read_alerts(report.alerts_path)
@@ -66,6 +89,80 @@ def run_demo(config: Config, *, show_progress: bool = True, out: TextIO | None =
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     print(format_summary(summary), file=out)
     return summary
+
+
+def _run_through_kafka(config: Config, stream: SyntheticStream, bootstrap: str, progress: Progress) -> RunReport:
+    from pipeline.kafka_source import KafkaRecordSource
+
+    config = dataclasses.replace(
+        config,
+        source=SourceConfig(type="kafka", topics=[DEMO_TOPICS["events"]], mode="tail", start="beginning"),
+        kafka=dataclasses.replace(config.kafka, bootstrap_servers=[bootstrap], group_id="vigil-demo"),
+        sinks=dataclasses.replace(
+            config.sinks,
+            alerts=SinkConfig(type="kafka", topic=DEMO_TOPICS["alerts"]),
+            dead_letters=SinkConfig(type="kafka", topic=DEMO_TOPICS["dead_letters"]),
+        ),
+    )
+    settings = KafkaSettings(config.kafka)
+    create_topics(settings, {DEMO_TOPICS["events"]: DEMO_PARTITIONS, DEMO_TOPICS["alerts"]: 1, DEMO_TOPICS["dead_letters"]: 1})
+    producer = threading.Thread(target=_produce, args=(settings, stream, config.demo.rate), name="demo-producer", daemon=True)
+    producer.start()
+    read = 0
+
+    def on_advance(offsets: int) -> None:
+        nonlocal read
+        read += offsets
+        progress.advance(offsets)
+        if read >= config.demo.events:
+            STOP.set()  # the same clean stop as SIGTERM: drain, flush, final snapshot
+
+    def make_source(metrics: Metrics) -> KafkaRecordSource:
+        plans = plan_live(settings, config.source.topics, mode="tail", start="beginning", group_id="")
+        return KafkaRecordSource(plans, settings.librdkafka("consumer"), metrics=metrics, group_id=config.kafka.group_id,
+                                 stop=STOP, on_advance=on_advance)
+
+    report = run_pipeline(config, make_source, bounded=True)
+    producer.join()
+    report.outputs["alerts"] = report.run_dir / "alerts.jsonl"
+    report.outputs["dead_letters"] = report.run_dir / "dead_letters.jsonl"
+    _write_back(settings, DEMO_TOPICS["alerts"], report.outputs["alerts"], lambda record: record.value)
+    _write_back(settings, DEMO_TOPICS["dead_letters"], report.outputs["dead_letters"], _dead_letter_from_record)
+    return report
+
+
+def _produce(settings: KafkaSettings, stream: SyntheticStream, rate: float) -> None:
+    from confluent_kafka import Producer
+
+    producer = Producer({**settings.librdkafka("producer"), "linger.ms": 20})
+    pacer = Pacer(rate)
+    records = stream.payloads()
+    sent = 0
+    while not STOP.is_set():
+        allowed = pacer.allowance(sent)
+        batch = list(itertools.islice(records, allowed))
+        for record in batch:
+            producer.produce(DEMO_TOPICS["events"], record.payload, record.key.encode(), timestamp=record.ts_ms)
+        sent += len(batch)
+        producer.poll(0)
+        if allowed and not batch:
+            break
+        if not allowed:
+            STOP.wait(0.01)
+    producer.flush()
+
+
+def _dead_letter_from_record(record) -> bytes:
+    headers = {name: value.decode("utf-8") for name, value in record.headers}
+    source = SourcePosition(topic=headers["vigil-source-topic"], partition=int(headers["vigil-source-partition"]),
+                            offset=int(headers["vigil-source-offset"]))
+    return msgspec.json.encode(DeadLetter.of(record.value, headers["vigil-reason"], headers["vigil-detail"], source))
+
+
+def _write_back(settings: KafkaSettings, topic: str, path: Path, line) -> None:
+    """The records of an output topic as a sorted JSON-lines file, for the summary and for reading."""
+    path.write_bytes(b"".join(line(record) + b"\n" for record in read_topic(settings, topic)))
+    sort_by_source(path)
 
 
 def _summary(config: Config, report: RunReport, alerts: list[_AlertView], evaluation: Evaluation, injected_bad: int) -> dict:

@@ -5,7 +5,7 @@ kernel names, devices); entity keys never become label values.
 """
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info, generate_latest, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest, start_http_server
 
 from kernels import profiling
 from pipeline.decode import REASONS
@@ -17,7 +17,7 @@ KERNEL_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, replay: bool = False) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.events = Counter("vigil_events_total", "Records read, by decode outcome.", ["outcome"], registry=r)
@@ -34,6 +34,18 @@ class Metrics:
         )
         self.kernel_seconds = Histogram(
             "vigil_kernel_seconds", "Time per batched kernel call.", ["kernel", "device"], buckets=KERNEL_BUCKETS, registry=r
+        )
+        # Partition numbers are bounded by the topics' partition counts, so they may be label values.
+        self.consumer_lag_messages = Gauge(
+            "vigil_consumer_lag_messages", "Records in the partition not yet read.", ["topic", "partition"], registry=r
+        )
+        self.consumer_lag_seconds = Gauge(
+            "vigil_consumer_lag_seconds", "Age of the last record read while the partition is behind; 0 when caught up.",
+            ["topic", "partition"], registry=r,
+        )
+        self.replay_progress = (
+            Gauge("vigil_replay_progress_ratio", "Share of the replayed slice's offsets read so far.", registry=r)
+            if replay else None
         )
         self.build = Info("vigil_build", "Vigil build information.", registry=r)
         self.build.info({"version": _version()})

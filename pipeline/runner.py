@@ -1,75 +1,166 @@
 """Runs a configured dataflow: metrics endpoint up, sources and sinks built, Bytewax executed.
 
-Bounded runs (a file, the demo) end by rewriting their outputs in source order, so equal inputs give
-byte-identical files, and by saving the final metrics as ``metrics.prom`` in the run directory.
+Bounded runs (a file, the demo, a bounded Kafka run, a replay) end by rewriting their file outputs
+in source order without repeats, so equal inputs give byte-identical files; every run saves its final
+metrics as ``metrics.prom`` in the run directory.
+
+A run stops cleanly on SIGTERM or SIGINT (:mod:`pipeline.shutdown`). With ``[recovery] directory``
+set, Bytewax snapshots state and source positions there every ``snapshot_interval_seconds`` and a
+restart resumes from the last snapshot.
+
+Several processes form one cluster with ``process_id`` and ``addresses`` (Bytewax's ``-i``/``-a``).
+Each process then writes its files into ``process-<id>/`` under the run directory and serves metrics
+on ``metrics.port + id``, so processes sharing a host do not collide.
 """
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Callable
 
 from bytewax.inputs import Source
+from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
-from pipeline.config import Config
+from pipeline.config import Config, SinkConfig
 from pipeline.dataflow import Batching, build_flow
+from pipeline.kafka import KafkaSettings, plan_live
 from pipeline.metrics import Metrics
-from pipeline.sinks import build_sink, sort_by_source
+from pipeline.shutdown import STOP, stop_on_signals
+from pipeline.sinks import alert_message, build_sink, dead_letter_message, keyed_message, sort_by_source
 from pipeline.sources import JsonLinesSource, RawRecord
 
 log = logging.getLogger("vigil")
+
+SINK_ENCODERS = {"alerts": alert_message, "dead_letters": dead_letter_message, "scores": keyed_message}
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Where this process sits in a Bytewax cluster (one process unless ``addresses`` is given)."""
+
+    workers: int = 1
+    process_id: int | None = None
+    addresses: list[str] | None = None
+
+    @property
+    def processes(self) -> int:
+        return len(self.addresses) if self.addresses else 1
+
+    def local_dir(self, run_dir: Path) -> Path:
+        return run_dir / f"process-{self.process_id}" if self.processes > 1 else run_dir
 
 
 @dataclass
 class RunReport:
     run_dir: Path
-    alerts_path: Path | None
-    dead_letters_path: Path | None
+    outputs: dict[str, Path | None]
     elapsed_seconds: float
     metrics: Metrics
+    stopped: bool = field(default=False)
+
+    @property
+    def alerts_path(self) -> Path | None:
+        return self.outputs.get("alerts")
+
+    @property
+    def dead_letters_path(self) -> Path | None:
+        return self.outputs.get("dead_letters")
 
 
-def configured_source(config: Config) -> Source[RawRecord]:
+def configured_source(config: Config, metrics: Metrics) -> Source[RawRecord]:
+    """The source ``[source]`` describes (the demo source is built by ``vigil demo``)."""
     if config.source.type == "file":
-        return JsonLinesSource([config.source.path])
+        return JsonLinesSource([config.source.path], stop=STOP)
+    if config.source.type == "kafka":
+        from pipeline.kafka_source import KafkaRecordSource
+
+        settings = KafkaSettings(config.kafka)
+        group = config.kafka.group_id if config.kafka.commit_offsets else ""
+        plans = plan_live(settings, config.source.topics, mode=config.source.mode, start=config.source.start,
+                          group_id=config.kafka.group_id)
+        log.info("consuming %d partition(s) of %s from %s (%s)", len(plans), ", ".join(config.source.topics),
+                 settings.describe(), config.source.mode)
+        return KafkaRecordSource(plans, settings.librdkafka("consumer"), metrics=metrics, group_id=group,
+                                 batch_size=config.source.fetch_batch_size, stop=STOP)
     raise ValueError(f"source type {config.source.type!r} is run by its own command (vigil demo)")
 
 
-def run_pipeline(config: Config, source: Source[RawRecord], *, bounded: bool, workers: int = 1) -> RunReport:
-    run_dir = Path(config.run.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    sinks = config.sinks
-    outputs = {}
-    for name in ("alerts", "dead_letters"):
-        sink = getattr(sinks, name)
-        path = config.sink_path(sink) if sink.type == "file" else None
-        if bounded and path is not None and path.exists():
-            path.unlink()  # a bounded run's outputs describe that run only
-        outputs[name] = (build_sink(sink.type, path), path)
+def is_bounded(config: Config) -> bool:
+    return config.source.type == "file" or (config.source.type == "kafka" and config.source.mode == "bounded")
 
-    metrics = Metrics()
+
+def _recovery(config: Config) -> RecoveryConfig | None:
+    directory = config.recovery.directory
+    if not directory:
+        return None
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    if not any(path.glob("part-*.sqlite3")):
+        init_db_dir(path, config.recovery.partitions)
+        log.info("created recovery store %s with %d partition(s)", path, config.recovery.partitions)
+    backup = config.recovery.backup_interval_seconds
+    return RecoveryConfig(path, timedelta(seconds=backup))
+
+
+def run_pipeline(
+    config: Config,
+    make_source: Callable[[Metrics], Source[RawRecord]] | None = None,
+    *,
+    bounded: bool,
+    cluster: Cluster = Cluster(),
+    metrics: Metrics | None = None,
+) -> RunReport:
+    run_dir = cluster.local_dir(Path(config.run.run_dir))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    recovery = _recovery(config)
+    metrics = metrics or Metrics()
+    settings = KafkaSettings(config.kafka)
+    sinks, paths = {}, {}
+    for name in ("alerts", "dead_letters", "scores"):
+        sink: SinkConfig = getattr(config.sinks, name)
+        path = run_dir / sink.path if sink.type == "file" else None
+        if bounded and recovery is None and path is not None and path.exists():
+            path.unlink()  # a bounded run's outputs describe that run only (unless it may resume)
+        producer = settings.librdkafka("producer") if sink.type == "kafka" else None
+        sinks[name] = build_sink(sink.type, path=path, topic=sink.topic, producer_config=producer,
+                                 encode=SINK_ENCODERS[name])
+        paths[name] = path
+
     metrics.attach_kernels()
     server = None
     if config.metrics.enabled:
-        server = metrics.serve(config.metrics.host, config.metrics.port)
+        port = config.metrics.port + (cluster.process_id or 0) if config.metrics.port else 0
+        server = metrics.serve(config.metrics.host, port)
         log.info("metrics on http://%s:%d/metrics", config.metrics.host, server.server_port)
-
-    flow = build_flow(
-        source=source,
-        operator_specs=config.operator_specs(),
-        alert_sink=outputs["alerts"][0],
-        dead_letter_sink=outputs["dead_letters"][0],
-        metrics=metrics,
-        shards=config.pipeline.shards,
-        batching=Batching(config.pipeline.batch_max_size, timedelta(milliseconds=config.pipeline.batch_max_wait_ms)),
-        max_event_bytes=config.pipeline.max_event_bytes,
-    )
     started = time.monotonic()
     try:
-        cli_main(flow, workers_per_process=workers)
+        with stop_on_signals() as stop:
+            source = make_source(metrics) if make_source else configured_source(config, metrics)
+            flow = build_flow(
+                source=source,
+                operator_specs=config.operator_specs(),
+                alert_sink=sinks["alerts"],
+                dead_letter_sink=sinks["dead_letters"],
+                scores_sink=sinks["scores"],
+                metrics=metrics,
+                shards=config.pipeline.shards,
+                batching=Batching(config.pipeline.batch_max_size,
+                                  timedelta(milliseconds=config.pipeline.batch_max_wait_ms)),
+                max_event_bytes=config.pipeline.max_event_bytes,
+            )
+            cli_main(
+                flow,
+                workers_per_process=cluster.workers,
+                process_id=cluster.process_id,
+                addresses=cluster.addresses,
+                epoch_interval=timedelta(seconds=config.recovery.snapshot_interval_seconds),
+                recovery_config=recovery,
+            )
+            stopped = stop.is_set()
     finally:
         metrics.detach_kernels()
         if server is not None:
@@ -77,8 +168,8 @@ def run_pipeline(config: Config, source: Source[RawRecord], *, bounded: bool, wo
             server.server_close()
     elapsed = time.monotonic() - started
     if bounded:
-        for _sink, path in outputs.values():
+        for path in paths.values():
             if path is not None:
                 sort_by_source(path)
     (run_dir / "metrics.prom").write_bytes(metrics.exposition())
-    return RunReport(run_dir, outputs["alerts"][1], outputs["dead_letters"][1], elapsed, metrics)
+    return RunReport(run_dir, paths, elapsed, metrics, stopped)

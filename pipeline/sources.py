@@ -1,9 +1,12 @@
 """Bytewax sources yielding :class:`RawRecord`: undecoded payload bytes plus their source position.
 
-Decoding happens in the dataflow, so every source shares one validation and dead-letter path.
+Decoding happens in the dataflow, so every source shares one validation and dead-letter path. Every
+source ends its partitions once its ``stop`` event is set (see :mod:`pipeline.shutdown`); the Kafka
+source lives in :mod:`pipeline.kafka_source`.
 """
 from __future__ import annotations
 
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -22,7 +25,7 @@ class RawRecord(NamedTuple):
     source: SourcePosition
 
 
-class _Pacer:
+class Pacer:
     """Spreads emission at ``rate`` records per second (0: no pacing)."""
 
     def __init__(self, rate: float) -> None:
@@ -43,22 +46,25 @@ class _Pacer:
 
 
 class _DemoPartition(StatefulSourcePartition[RawRecord, int]):
-    def __init__(self, stream: SyntheticStream, topic: str, offset: int, rate: float, on_emit) -> None:
+    def __init__(self, stream: SyntheticStream, topic: str, offset: int, rate: float, on_emit,
+                 stop: threading.Event) -> None:
+        self.stop = stop
         self.topic = topic
         self.offset = offset
         self.records = stream.payloads(start=offset)
-        self.pacer = _Pacer(rate)
+        self.pacer = Pacer(rate)
         self.emitted = 0
         self.on_emit = on_emit
 
     def next_batch(self) -> list[RawRecord]:
+        if self.stop.is_set():
+            raise StopIteration()
         batch = []
         for _ in range(self.pacer.allowance(self.emitted)):
-            item = next(self.records, None)
-            if item is None:
+            record = next(self.records, None)
+            if record is None:
                 break
-            offset, payload = item
-            batch.append(RawRecord(payload, SourcePosition(topic=self.topic, partition=0, offset=offset)))
+            batch.append(RawRecord(record.payload, SourcePosition(topic=self.topic, partition=0, offset=record.offset)))
         if not batch and self.pacer.allowance(self.emitted) > 0:
             raise StopIteration()
         self.emitted += len(batch)
@@ -78,7 +84,8 @@ class DemoSource(FixedPartitionedSource[RawRecord, int]):
     """The synthetic stream as a one-partition source; positions look like topic offsets."""
 
     def __init__(self, stream: SyntheticStream, *, topic: str = "vigil-demo", rate: float = 0.0,
-                 on_emit: Callable[[int], None] = lambda n: None) -> None:
+                 on_emit: Callable[[int], None] = lambda n: None, stop: threading.Event | None = None) -> None:
+        self.stop = stop or threading.Event()
         self.stream = stream
         self.topic = topic
         self.rate = rate
@@ -88,11 +95,12 @@ class DemoSource(FixedPartitionedSource[RawRecord, int]):
         return [f"{self.topic}-0"]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _DemoPartition:
-        return _DemoPartition(self.stream, self.topic, resume_state or 0, self.rate, self.on_emit)
+        return _DemoPartition(self.stream, self.topic, resume_state or 0, self.rate, self.on_emit, self.stop)
 
 
 class _FilePartition(StatefulSourcePartition[RawRecord, int]):
-    def __init__(self, path: Path, line: int) -> None:
+    def __init__(self, path: Path, line: int, stop: threading.Event) -> None:
+        self.stop = stop
         self.path = path
         self.handle = path.open("rb")
         self.line = 0
@@ -102,6 +110,8 @@ class _FilePartition(StatefulSourcePartition[RawRecord, int]):
             self.line += 1
 
     def next_batch(self) -> list[RawRecord]:
+        if self.stop.is_set():
+            raise StopIteration()
         batch = []
         for raw in self.lines:
             self.line += 1
@@ -124,7 +134,8 @@ class _FilePartition(StatefulSourcePartition[RawRecord, int]):
 class JsonLinesSource(FixedPartitionedSource[RawRecord, int]):
     """One partition per file; a record per non-blank line, positioned by file and line number."""
 
-    def __init__(self, paths: list[str | Path]) -> None:
+    def __init__(self, paths: list[str | Path], stop: threading.Event | None = None) -> None:
+        self.stop = stop or threading.Event()
         self.paths = [Path(p) for p in paths]
         missing = [str(p) for p in self.paths if not p.is_file()]
         if missing:
@@ -134,4 +145,4 @@ class JsonLinesSource(FixedPartitionedSource[RawRecord, int]):
         return [str(p) for p in self.paths]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _FilePartition:
-        return _FilePartition(Path(for_part), resume_state or 0)
+        return _FilePartition(Path(for_part), resume_state or 0, self.stop)

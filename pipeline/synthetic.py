@@ -16,7 +16,7 @@ of several kinds. Everything derives from ``seed``: the same arguments give the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import msgspec
 import numpy as np
@@ -34,6 +34,13 @@ GRACE_TICKS = {"spike": 3, "level_shift": 120, "drift": 120}
 RATES = {"spike": 1 / 700, "level_shift": 1 / 2500, "drift": 1 / 3000}
 MAGNITUDES = {"spike": (6.0, 14.0), "level_shift": (5.0, 10.0), "drift": (8.0, 12.0)}
 CORRUPTIONS = ("truncated", "missing_key", "bad_ts", "non_finite", "bool_field", "not_object", "bad_utf8", "oversized")
+
+
+class SyntheticRecord(NamedTuple):
+    offset: int
+    key: str
+    ts_ms: int
+    payload: bytes  # possibly corrupted on purpose
 
 
 @dataclass(frozen=True)
@@ -150,8 +157,8 @@ class SyntheticStream:
             labels[(ticks >= onset) & (ticks <= end_tick), entity] = KINDS.index(kind) + 1
         return values, labels
 
-    def payloads(self, start: int = 0, chunk_ticks: int = 512) -> Iterator[tuple[int, bytes]]:
-        """(offset, payload) for every event from offset ``start`` on."""
+    def payloads(self, start: int = 0, chunk_ticks: int = 512) -> Iterator[SyntheticRecord]:
+        """Every event from offset ``start`` on, as it goes on the wire."""
         noise_rng = np.random.default_rng(self._noise_seed)
         encoder = msgspec.json.Encoder()
         for first in range(0, self.ticks, chunk_ticks):
@@ -178,7 +185,9 @@ class SyntheticStream:
                         event["label"] = KINDS[label - 1]
                     payload = encoder.encode(event)
                     corruption = self.corrupt_at.get(offset)
-                    yield offset, (payload if corruption is None else self._corrupt(payload, corruption, event))
+                    if corruption is not None:
+                        payload = self._corrupt(payload, corruption, event)
+                    yield SyntheticRecord(offset, self.keys[entity], self._ts(tick, entity), payload)
 
     def _corrupt(self, payload: bytes, kind: str, event: dict) -> bytes:
         if kind == "truncated":

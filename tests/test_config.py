@@ -123,3 +123,31 @@ def test_shipped_example_is_valid_and_printed(tmp_path):
     path.write_text(example)
     assert "OK" in vigil("config", "check", str(path)).stdout
     assert example == (REPO / "pipeline" / "default.toml").read_text()
+
+
+def test_kafka_settings_are_checked_and_secrets_stay_out_of_the_config(tmp_path):
+    path = write(tmp_path, """
+        [source]
+        type = "kafka"
+        [[operators]]
+        name = "outlier"
+        type = "zscore"
+        fields = ["cpu"]
+        [sinks.alerts]
+        type = "kafka"
+        [kafka]
+        sasl_mechanism = "PLAIN"
+        sasl_password_file = "/nonexistent/password"
+        consumer = { "sasl.password" = "hunter2" }
+    """)
+    with pytest.raises(ConfigError) as error:
+        load_config(path, environ={})
+    problems = {issue.key: issue.message for issue in error.value.issues}
+    assert problems == {
+        "source.topics": "required when source.type = 'kafka'",
+        "sinks.alerts.topic": "required when type = 'kafka'",
+        "kafka.security_protocol": "is PLAINTEXT but sasl_mechanism is set",
+        "kafka.sasl_password_file": "cannot read /nonexistent/password: No such file or directory",
+        "kafka.consumer.sasl.password": "secrets may not be written in the config",
+    }
+    assert "hunter2" not in str(error.value)

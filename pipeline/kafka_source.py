@@ -1,0 +1,143 @@
+"""Kafka input through bytewax's connector (librdkafka), following a per-partition plan.
+
+Each Kafka partition is one Bytewax source partition, read by bytewax's own partition reader
+(``assign()``, no group membership). On top of it this source adds what Vigil needs:
+
+* a start and optional end offset per partition (bounded runs stop at the end offsets captured when
+  they started) and an optional record-time window (exact time-based replay);
+* a commit of the snapshotted position to a named consumer group at every snapshot, so Burrow or
+  kafka_exporter see Vigil's lag (the group is never used for assignment: positions come from the
+  recovery store);
+* ``vigil_consumer_lag_messages`` and ``vigil_consumer_lag_seconds`` per partition;
+* a clean stop when :data:`pipeline.shutdown.STOP` is set: every partition ends, the dataflow
+  drains, sinks flush and a final snapshot is taken.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+from bytewax.connectors.kafka import _KafkaSourcePartition
+from bytewax.inputs import FixedPartitionedSource
+from confluent_kafka import TopicPartition
+
+from operators.event import SourcePosition
+from pipeline.kafka import PartitionPlan
+from pipeline.metrics import Metrics
+from pipeline.sources import RawRecord
+
+log = logging.getLogger("vigil.kafka")
+
+# Poll again this soon when a partition had nothing new (bytewax would otherwise spin on it).
+IDLE_WAIT = timedelta(milliseconds=20)
+
+
+class _PlannedPartition(_KafkaSourcePartition):
+    def __init__(self, source: "KafkaRecordSource", step_id: str, plan: PartitionPlan, resume: int | None) -> None:
+        self.plan = plan
+        self.source = source
+        self.committed: int | None = None
+        self.idle = False
+        self.high_watermark = plan.end  # refreshed from librdkafka's statistics every second
+        self.lag_messages = source.metrics.consumer_lag_messages.labels(plan.topic, str(plan.partition))
+        self.lag_seconds = source.metrics.consumer_lag_seconds.labels(plan.topic, str(plan.partition))
+        config = {
+            **source.config,
+            "group.id": source.group_id or "vigil-positions-in-recovery-store",
+            "enable.auto.commit": False,
+            # Bounded: also end where the partition ends, in case the last offsets are transaction markers.
+            "enable.partition.eof": plan.end is not None,
+            "statistics.interval.ms": 1000,
+            "on_commit": _log_commit_failure,
+        }
+        super().__init__(step_id, config, plan.topic, plan.partition, plan.start, resume,
+                         source.batch_size, raise_on_errors=True)
+
+    def _finished(self) -> bool:
+        return self.source.stop.is_set() or (self.plan.end is not None and self._offset >= self.plan.end)
+
+    def next_batch(self) -> list[RawRecord]:
+        if self._finished():
+            raise StopIteration()
+        before = self._offset
+        messages = super().next_batch()
+        plan, records = self.plan, []
+        for message in messages:
+            if plan.end is not None and message.offset >= plan.end:
+                break
+            ts_ms = message.timestamp[1]
+            if plan.keeps(ts_ms):
+                position = SourcePosition(topic=plan.topic, partition=plan.partition, offset=message.offset)
+                records.append(RawRecord(message.value or b"", position))
+        if plan.end is not None:
+            self._offset = min(self._offset, plan.end)
+        self.idle = not messages
+        if messages:
+            self.lag_seconds.set(max(0.0, time.time() - messages[-1].timestamp[1] / 1000))
+        self._update_lag()
+        self.source.on_advance(self._offset - before)
+        return records
+
+    def _update_lag(self) -> None:
+        if self.high_watermark is not None:
+            lag = max(0, self.high_watermark - self._offset)
+            self.lag_messages.set(lag)
+            if lag == 0:
+                self.lag_seconds.set(0.0)
+
+    def next_awake(self) -> datetime | None:
+        return datetime.now(timezone.utc) + IDLE_WAIT if self.idle else None
+
+    def _process_stats(self, json_stats: str) -> None:
+        stats = json.loads(json_stats)["topics"][self.plan.topic]["partitions"][str(self.plan.partition)]
+        if stats["hi_offset"] >= 0:
+            self.high_watermark = max(stats["hi_offset"], self.plan.end or 0)
+            self._update_lag()
+
+    def snapshot(self) -> int:
+        """The resume position; it is also committed to the group, for lag tools."""
+        if self.source.group_id and self._offset != self.committed:
+            self._consumer.commit(offsets=[TopicPartition(self.plan.topic, self.plan.partition, self._offset)],
+                                  asynchronous=True)
+            self.committed = self._offset
+        return self._offset
+
+    def close(self) -> None:
+        if self.source.group_id and self._offset != self.committed:
+            self._consumer.commit(offsets=[TopicPartition(self.plan.topic, self.plan.partition, self._offset)],
+                                  asynchronous=False)
+        super().close()
+
+
+def _log_commit_failure(error: Any, partitions: list[TopicPartition]) -> None:
+    if error is not None:
+        log.warning("offset commit failed (%s); lag tools show the previous position until the next snapshot", error)
+
+
+class KafkaRecordSource(FixedPartitionedSource[RawRecord, int]):
+    """Kafka partitions as Bytewax partitions, each following its :class:`PartitionPlan`.
+
+    ``on_advance(n)`` is told how many offsets each read moved past (records outside the time window
+    included), which drives replay progress.
+    """
+
+    def __init__(self, plans: list[PartitionPlan], config: dict[str, Any], *, metrics: Metrics,
+                 group_id: str = "", batch_size: int = 1000, stop: threading.Event,
+                 on_advance: Callable[[int], None] = lambda n: None) -> None:
+        self.plans = {plan.name: plan for plan in plans}
+        self.config = config
+        self.metrics = metrics
+        self.group_id = group_id
+        self.batch_size = batch_size
+        self.stop = stop
+        self.on_advance = on_advance
+
+    def list_parts(self) -> list[str]:
+        return list(self.plans)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _PlannedPartition:
+        return _PlannedPartition(self, step_id, self.plans[for_part], resume_state)

@@ -1,0 +1,137 @@
+"""Shared pieces of the Kafka tests: topics, a producer, configs and waiting on offsets."""
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, Iterable
+
+import msgspec
+from confluent_kafka import Producer
+from kafka import TopicPartition
+
+from operators.event import SourcePosition
+from pipeline.config import KafkaConfig
+from pipeline.decode import DeadLetter, decode_event
+from pipeline.kafka import KafkaSettings, create_topics, end_offsets, read_topic
+from pipeline.synthetic import SyntheticRecord, SyntheticStream
+
+START = "2026-03-01T00:00:00Z"
+
+OPERATORS = """
+[[operators]]
+name = "outlier"
+type = "zscore"
+fields = ["cpu", "latency_ms", "requests", "error_rate"]
+[operators.params]
+warmup = 30
+device = "cpu"
+
+[[operators]]
+name = "drift"
+type = "drift"
+fields = ["score:outlier"]
+[operators.params]
+detector = "adwin"
+"""
+
+
+def settings(bootstrap: str) -> KafkaSettings:
+    return KafkaSettings(KafkaConfig(bootstrap_servers=[bootstrap], retry_initial_seconds=0.2))
+
+
+def new_topics(bootstrap: str, partitions: int, *roles: str) -> dict[str, str]:
+    """Fresh topics named after their roles, e.g. ``{"events": "events-1a2b", ...}``."""
+    suffix = uuid.uuid4().hex[:8]
+    names = {role: f"{role}-{suffix}" for role in roles}
+    create_topics(settings(bootstrap), {name: partitions if role == "events" else 1 for role, name in names.items()})
+    return names
+
+
+def stream(events: int, bad_rate: float = 0.01, seed: int = 11, entities: int = 20) -> SyntheticStream:
+    return SyntheticStream(events=events, entities=entities, seed=seed, bad_rate=bad_rate, start=START,
+                           interval_seconds=60.0, max_event_bytes=65536)
+
+
+def produce(bootstrap: str, topic: str, records: Iterable[SyntheticRecord], per_second: float = 0.0) -> int:
+    """Keyed by entity and stamped with event time, as a service would; paced when ``per_second`` > 0."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    started, sent = time.monotonic(), 0
+    for record in records:
+        producer.produce(topic, record.payload, record.key.encode(), timestamp=record.ts_ms)
+        sent += 1
+        if per_second and sent % 100 == 0:
+            producer.poll(0)
+            time.sleep(max(0.0, started + sent / per_second - time.monotonic()))
+    producer.flush(30)
+    return sent
+
+
+def write_config(path: Path, bootstrap: str, topics: dict[str, str], *, mode: str = "bounded", group: str = "",
+                 recovery: Path | None = None, sinks: dict[str, str] | None = None, run_dir: Path | None = None) -> Path:
+    """A config reading ``topics["events"]``; each sink in ``sinks`` is "kafka" (to the topic of that role) or "file"."""
+    lines = [
+        f'[run]\nrun_dir = "{run_dir or path.parent / "run"}"',
+        f'[source]\ntype = "kafka"\ntopics = ["{topics["events"]}"]\nmode = "{mode}"\nstart = "beginning"',
+        f'[kafka]\nbootstrap_servers = ["{bootstrap}"]\ngroup_id = "{group or "vigil-" + topics["events"]}"\n'
+        "retry_initial_seconds = 0.2\nretry_max_seconds = 1.0",
+        "[pipeline]\nbatch_max_wait_ms = 20",
+        "[metrics]\nenabled = false",
+    ]
+    if recovery is not None:
+        lines.append(f'[recovery]\ndirectory = "{recovery}"\nsnapshot_interval_seconds = 0.5')
+    for role, kind in (sinks or {}).items():
+        target = f'topic = "{topics[role]}"' if kind == "kafka" else f'path = "{role}.jsonl"'
+        lines.append(f'[sinks.{role}]\ntype = "{kind}"\n{target}')
+    path.write_text("\n\n".join(lines) + "\n" + OPERATORS)
+    return path
+
+
+def input_records(bootstrap: str, topic: str) -> list:
+    return read_topic(settings(bootstrap), topic)
+
+
+def decoded(records: list) -> tuple[list, list[DeadLetter]]:
+    """The input topic's records decoded as the pipeline does: (events, dead letters)."""
+    events, dead = [], []
+    for record in records:
+        position = SourcePosition(topic=record.topic, partition=record.partition, offset=record.offset)
+        item = decode_event(record.value, position, 65536)
+        (dead if isinstance(item, DeadLetter) else events).append(item)
+    return events, dead
+
+
+def position_of(value: bytes) -> tuple[str, int, int]:
+    source = msgspec.json.decode(value)["source"]
+    return source["topic"], source["partition"], source["offset"]
+
+
+def committed(bootstrap: str, group: str, topic: str) -> dict[int, int | None]:
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        return {p: consumer.committed(TopicPartition(topic, p)) for p in sorted(partitions)}
+    finally:
+        consumer.close()
+
+
+def ends(bootstrap: str, topic: str) -> dict[int, int]:
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        return {tp.partition: end for tp, end in end_offsets(consumer, partitions).items()}
+    finally:
+        consumer.close()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.25) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
