@@ -9,8 +9,8 @@ set, Bytewax snapshots state and source positions there every ``snapshot_interva
 restart resumes from the last snapshot.
 
 Several processes form one cluster with ``process_id`` and ``addresses`` (Bytewax's ``-i``/``-a``).
-Each process then writes its files into ``process-<id>/`` under the run directory and serves metrics
-on ``metrics.port + id``, so processes sharing a host do not collide.
+Each process then writes its files into ``process-<id>/`` under the run directory, and where several
+addresses name the same host, serves metrics on ``metrics.port + id`` so that they do not collide.
 """
 from __future__ import annotations
 
@@ -52,6 +52,18 @@ class Cluster:
 
     def local_dir(self, run_dir: Path) -> Path:
         return run_dir / f"process-{self.process_id}" if self.processes > 1 else run_dir
+
+    def metrics_port(self, port: int) -> int:
+        """``port``, plus the process id when this process shares its host with others (0 stays 0).
+
+        >>> Cluster(process_id=1, addresses=["vigil-0.vigil:2101", "vigil-1.vigil:2101"]).metrics_port(9108)
+        9108
+        >>> Cluster(process_id=1, addresses=["127.0.0.1:2101", "127.0.0.1:2102"]).metrics_port(9108)
+        9109
+        """
+        hosts = [address.rsplit(":", 1)[0] for address in self.addresses or []]
+        shared = len(set(hosts)) < len(hosts)
+        return port + self.process_id if port and shared and self.process_id else port
 
 
 @dataclass
@@ -133,8 +145,7 @@ def run_pipeline(
     metrics.attach_kernels()
     server = None
     if config.metrics.enabled:
-        port = config.metrics.port + (cluster.process_id or 0) if config.metrics.port else 0
-        server = metrics.serve(config.metrics.host, port)
+        server = metrics.serve(config.metrics.host, cluster.metrics_port(config.metrics.port))
         log.info("metrics on http://%s:%d/metrics", config.metrics.host, server.server_port)
     started = time.monotonic()
     try:
