@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from operators.base import Batch, Operator
-from operators.drift import DriftOperator, DriftParams
+from operators.drift import DriftOperator
 from operators.event import Alert, Event
-from operators.zscore import ZScoreOperator, ZScoreParams
+from operators.zscore import ZScoreOperator
 
 OPERATOR_TYPES: dict[str, type] = {"zscore": ZScoreOperator, "drift": DriftOperator}
 

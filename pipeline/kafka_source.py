@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from bytewax.connectors.kafka import _KafkaSourcePartition
 from bytewax.inputs import FixedPartitionedSource
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
 from operators.event import SourcePosition
 from pipeline.kafka import PartitionPlan
@@ -100,17 +100,21 @@ class _PlannedPartition(_KafkaSourcePartition):
 
     def snapshot(self) -> int:
         """The resume position; it is also committed to the group, for lag tools."""
-        if self.source.group_id and self._offset != self.committed:
-            self._consumer.commit(offsets=[TopicPartition(self.plan.topic, self.plan.partition, self._offset)],
-                                  asynchronous=True)
-            self.committed = self._offset
+        self._commit(asynchronous=True)
         return self._offset
 
     def close(self) -> None:
-        if self.source.group_id and self._offset != self.committed:
-            self._consumer.commit(offsets=[TopicPartition(self.plan.topic, self.plan.partition, self._offset)],
-                                  asynchronous=False)
+        try:
+            self._commit(asynchronous=False)
+        except KafkaException as error:
+            _log_commit_failure(error, [])
         super().close()
+
+    def _commit(self, asynchronous: bool) -> None:
+        if self.source.group_id and self._offset != self.committed:
+            position = TopicPartition(self.plan.topic, self.plan.partition, self._offset)
+            self._consumer.commit(offsets=[position], asynchronous=asynchronous)
+            self.committed = self._offset
 
 
 def _log_commit_failure(error: Any, partitions: list[TopicPartition]) -> None:
