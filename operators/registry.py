@@ -1,6 +1,8 @@
 """Operator types by configuration name, and the chain that runs them inside one shard.
 
+>>> from operators.drift import DriftParams
 >>> from operators.event import Event, SourcePosition
+>>> from operators.zscore import ZScoreParams
 >>> chain = OperatorChain.build([
 ...     OperatorSpec("zscore", "outlier", ("cpu",), ZScoreParams(warmup=3)),
 ...     OperatorSpec("drift", "drift", ("score:outlier",), DriftParams()),
