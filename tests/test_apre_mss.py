@@ -60,8 +60,8 @@ def test_training_is_seeded_and_lowers_the_loss():
     for _ in range(2):
         torch.manual_seed(3)
         model = AutoEncoder(24, probabilistic=True)
-        before = float(model.training_loss(data))
+        before = model.training_loss(data).item()
         fit(model, data, epochs=200)
-        assert float(model.training_loss(data)) < before
+        assert model.training_loss(data).item() < before
         scores.append(model.score(data))
     assert torch.equal(scores[0], scores[1])
