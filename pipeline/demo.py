@@ -26,10 +26,9 @@ from operators.event import SourcePosition, epoch_ms
 from pipeline.config import Config, SinkConfig, SourceConfig
 from pipeline.decode import REASONS, DeadLetter
 from pipeline.embedded_broker import EmbeddedBroker
-from pipeline.kafka import KafkaSettings, create_topics, plan_live, read_topic
-from pipeline.metrics import Metrics
+from pipeline.kafka import KafkaSettings, create_topics, read_topic
 from pipeline.progress import Progress
-from pipeline.runner import RunReport, run_pipeline
+from pipeline.runner import RunReport, configured_source, run_pipeline
 from pipeline.shutdown import STOP
 from pipeline.sinks import sort_by_source
 from pipeline.sources import DemoSource, Pacer
@@ -92,8 +91,6 @@ def run_demo(config: Config, *, show_progress: bool = True, out: TextIO | None =
 
 
 def _run_through_kafka(config: Config, stream: SyntheticStream, bootstrap: str, progress: Progress) -> RunReport:
-    from pipeline.kafka_source import KafkaRecordSource
-
     config = dataclasses.replace(
         config,
         source=SourceConfig(type="kafka", topics=[DEMO_TOPICS["events"]], mode="tail", start="beginning"),
@@ -117,12 +114,7 @@ def _run_through_kafka(config: Config, stream: SyntheticStream, bootstrap: str, 
         if read >= config.demo.events:
             STOP.set()  # the same clean stop as SIGTERM: drain, flush, final snapshot
 
-    def make_source(metrics: Metrics) -> KafkaRecordSource:
-        plans = plan_live(settings, config.source.topics, mode="tail", start="beginning", group_id="")
-        return KafkaRecordSource(plans, settings.librdkafka("consumer"), metrics=metrics, group_id=config.kafka.group_id,
-                                 stop=STOP, on_advance=on_advance)
-
-    report = run_pipeline(config, make_source, bounded=True)
+    report = run_pipeline(config, lambda metrics: configured_source(config, metrics, on_advance), bounded=True)
     producer.join()
     report.outputs["alerts"] = report.run_dir / "alerts.jsonl"
     report.outputs["dead_letters"] = report.run_dir / "dead_letters.jsonl"

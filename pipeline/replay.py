@@ -25,8 +25,7 @@ from pipeline.config import Config, ConfigError, ConfigIssue, SinkConfig, Source
 from pipeline.kafka import KafkaSettings, PartitionPlan, plan_slice
 from pipeline.metrics import Metrics
 from pipeline.progress import Progress
-from pipeline.runner import run_pipeline
-from pipeline.shutdown import STOP
+from pipeline.runner import kafka_source, run_pipeline
 
 _OFFSETS = re.compile(r"^\d+:\d+(,\d+:\d+)*$")
 
@@ -113,8 +112,6 @@ def _plan(config: Config, spec: SliceSpec, run_dir: Path) -> list[PartitionPlan]
 
 def run_replay(config: Config, spec: SliceSpec, *, show_progress: bool = True, out: TextIO | None = None) -> dict:
     """Run a replay of ``config`` (already a :func:`replay_config`) and print its summary."""
-    from pipeline.kafka_source import KafkaRecordSource
-
     run_dir = Path(config.run.run_dir)
     plans = _plan(config, spec, run_dir)
     total = sum(plan.size for plan in plans)
@@ -128,14 +125,8 @@ def run_replay(config: Config, spec: SliceSpec, *, show_progress: bool = True, o
         progress.advance(offsets)
         metrics.replay_progress.set(min(1.0, read / total) if total else 1.0)
 
-    settings = KafkaSettings(config.kafka)
-
-    def make_source(metrics: Metrics) -> KafkaRecordSource:
-        return KafkaRecordSource(plans, settings.librdkafka("consumer"), metrics=metrics, stop=STOP,
-                                 batch_size=config.source.fetch_batch_size, on_advance=on_advance)
-
     metrics.replay_progress.set(0.0 if total else 1.0)
-    report = run_pipeline(config, make_source, bounded=True, metrics=metrics)
+    report = run_pipeline(config, lambda m: kafka_source(config, plans, m, on_advance), bounded=True, metrics=metrics)
     progress.close()
     summary = _summary(plans, report.metrics, report.alerts_path, complete=not report.stopped)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")

@@ -27,7 +27,7 @@ from bytewax.run import cli_main
 
 from pipeline.config import Config, SinkConfig
 from pipeline.dataflow import Batching, build_flow
-from pipeline.kafka import KafkaSettings, plan_live
+from pipeline.kafka import KafkaSettings, PartitionPlan, plan_live
 from pipeline.metrics import Metrics
 from pipeline.shutdown import STOP, stop_on_signals
 from pipeline.sinks import alert_message, build_sink, dead_letter_message, keyed_message, sort_by_source
@@ -83,21 +83,28 @@ class RunReport:
         return self.outputs.get("dead_letters")
 
 
-def configured_source(config: Config, metrics: Metrics) -> Source[RawRecord]:
+def kafka_source(config: Config, plans: list[PartitionPlan], metrics: Metrics,
+                 on_advance: Callable[[int], None] = lambda n: None) -> Source[RawRecord]:
+    """The Kafka source over ``plans``, committing to ``kafka.group_id`` unless ``commit_offsets`` is off."""
+    from pipeline.kafka_source import KafkaRecordSource
+
+    group = config.kafka.group_id if config.kafka.commit_offsets else ""
+    return KafkaRecordSource(plans, KafkaSettings(config.kafka).librdkafka("consumer"), metrics=metrics, group_id=group,
+                             batch_size=config.source.fetch_batch_size, stop=STOP, on_advance=on_advance)
+
+
+def configured_source(config: Config, metrics: Metrics,
+                      on_advance: Callable[[int], None] = lambda n: None) -> Source[RawRecord]:
     """The source ``[source]`` describes (the demo source is built by ``vigil demo``)."""
     if config.source.type == "file":
         return JsonLinesSource([config.source.path], stop=STOP)
     if config.source.type == "kafka":
-        from pipeline.kafka_source import KafkaRecordSource
-
         settings = KafkaSettings(config.kafka)
-        group = config.kafka.group_id if config.kafka.commit_offsets else ""
         plans = plan_live(settings, config.source.topics, mode=config.source.mode, start=config.source.start,
                           group_id=config.kafka.group_id)
         log.info("consuming %d partition(s) of %s from %s (%s)", len(plans), ", ".join(config.source.topics),
                  settings.describe(), config.source.mode)
-        return KafkaRecordSource(plans, settings.librdkafka("consumer"), metrics=metrics, group_id=group,
-                                 batch_size=config.source.fetch_batch_size, stop=STOP)
+        return kafka_source(config, plans, metrics, on_advance)
     raise ValueError(f"source type {config.source.type!r} is run by its own command (vigil demo)")
 
 
