@@ -63,6 +63,7 @@ class Alert(msgspec.Struct):
     reason: str
     fields: list[str]
     source: SourcePosition
+    p_value: float | None = None  # calibrated p-value of the score (outlier operators)
 
 
 def alert_id(source: SourcePosition, operator: str) -> str:

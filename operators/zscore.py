@@ -3,16 +3,16 @@
 The fast baseline scorer: for every entity and numeric field it keeps a winsorised exponentially
 weighted mean and variance (:class:`kernels.ewma.RobustEwma`) and scores each event, before learning
 from it, by the largest absolute z-score over its fields. Events score NaN until the entity has seen
-``warmup`` values of a field. An event whose score reaches the lowest severity threshold yields an
-alert naming the field responsible.
+``warmup`` values of a field. Alerts follow the calibrated false-alarm budget
+(:mod:`operators.alerting`) and name the field responsible.
 
 >>> from operators.event import Event, SourcePosition
->>> op = ZScoreOperator.from_config("outlier", ["cpu"], ZScoreParams(warmup=5))
->>> values = [10, 11, 10, 11, 10, 11, 10, 40]
+>>> op = ZScoreOperator.from_config("outlier", ["cpu"], ZScoreParams(warmup=5, alerting=AlertingParams(warmup=50)))
+>>> values = [10 + i % 2 + 0.1 * (i % 7) for i in range(200)] + [40]
 >>> events = [Event("host-1", i * 60_000, {"cpu": float(v)}, SourcePosition(topic="m", partition=0, offset=i))
 ...           for i, v in enumerate(values)]
->>> [(a.key, a.source.offset, a.severity) for a in op.process(Batch(events))]
-[('host-1', 7, 'critical')]
+>>> [(a.source.offset, a.severity, a.fields) for a in op.process(Batch(events))]
+[(200, 'critical', ['cpu'])]
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from kernels.ewma import RobustEwma
-from operators.base import Batch, OperatorBase, SeverityLevels
-from operators.event import Alert
+from operators.alerting import AlertingParams
+from operators.base import Batch, ScoringOperator
 
 
 @dataclass
@@ -31,24 +31,22 @@ class ZScoreParams:
     """``alpha``: EWMA weight of a new value (time constant ``1/alpha`` events); ``clip``: residuals
     are winsorised at this many standard deviations before they update the state; ``warmup``: values
     per field before an entity is scored; ``min_std``: floor on the standard deviation, so constant
-    fields do not produce infinite scores; ``severity``: level name to minimum score; ``device``:
-    ``auto``, ``cpu`` or ``cuda``."""
+    fields do not produce infinite scores; ``device``: ``auto``, ``cpu`` or ``cuda``; ``alerting``:
+    the false-alarm budget and severity levels (:class:`operators.alerting.AlertingParams`)."""
 
     alpha: float = 0.02
     clip: float = 3.0
     warmup: int = 30
     min_std: float = 1e-6
-    severity: dict[str, float] = field(default_factory=lambda: {"info": 5.0, "warning": 7.0, "critical": 10.0})
     device: str = "auto"
+    alerting: AlertingParams = field(default_factory=AlertingParams)
 
 
-class ZScoreOperator(OperatorBase):
-    kind: ClassVar[str] = "outlier"
+class ZScoreOperator(ScoringOperator):
     Params: ClassVar[type] = ZScoreParams
 
     def __init__(self, name: str, fields: Sequence[str], params: ZScoreParams) -> None:
         super().__init__(name, fields, params)
-        self.levels = SeverityLevels.from_mapping(params.severity)
         self.kernel = RobustEwma(
             len(self.fields),
             alpha=params.alpha,
@@ -58,6 +56,7 @@ class ZScoreOperator(OperatorBase):
             device=params.device,
         )
         self.slots: dict[str, int] = {}
+        self._worst_field = np.empty(0, dtype=np.int64)  # per row of the batch being processed
 
     def _slot(self, key: str) -> int:
         slot = self.slots.get(key)
@@ -65,32 +64,26 @@ class ZScoreOperator(OperatorBase):
             slot = self.slots[key] = len(self.slots)
         return slot
 
-    def process(self, batch: Batch) -> list[Alert]:
+    def score(self, batch: Batch) -> np.ndarray:
         slots = np.fromiter((self._slot(event.key) for event in batch.events), dtype=np.int64, count=len(batch))
         z = self.kernel.score_and_learn(slots, batch.matrix(self.fields))
         finite = np.where(np.isnan(z), -np.inf, z)
-        worst = finite.argmax(axis=1) if len(batch) else np.empty(0, dtype=np.int64)
+        self._worst_field = finite.argmax(axis=1) if len(batch) else np.empty(0, dtype=np.int64)
         score = finite.max(axis=1, initial=-np.inf)
         score[score == -np.inf] = np.nan
-        batch.scores[self.name] = score
-        alerts = []
-        for row in np.flatnonzero(score >= self.levels.lowest):
-            event, value = batch.events[row], float(score[row])
-            field_name = self.fields[worst[row]]
-            alerts.append(
-                self.alert(
-                    event,
-                    score=value,
-                    severity=self.levels.level(value),
-                    reason=f"{field_name}={event.fields[field_name]:g} is {value:.1f} robust standard deviations from its running mean",
-                    fields=[field_name],
-                )
-            )
-        return alerts
+        return score
 
-    def snapshot(self) -> dict[str, Any]:
+    def explain(self, batch: Batch, row: int) -> tuple[str, list[str]]:
+        field_name = self.fields[self._worst_field[row]]
+        z, value = batch.scores[self.name][row], batch.events[row].fields[field_name]
+        return f"{field_name}={value:g} is {z:.1f} robust standard deviations from its running mean", [field_name]
+
+    def scorer_state(self) -> dict[str, Any]:
         return {"keys": list(self.slots), **self.kernel.state(len(self.slots))}
 
-    def restore(self, state: dict[str, Any]) -> None:
+    def load_scorer_state(self, state: dict[str, Any]) -> None:
         self.slots = {key: slot for slot, key in enumerate(state["keys"])}
         self.kernel.load_state({name: state[name] for name in ("mean", "var", "count")})
+
+    def scorer_bytes(self) -> int:
+        return sum(t.element_size() * t.nelement() for t in (self.kernel.mean, self.kernel.var, self.kernel.count))

@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
+from operators.base import P_VALUE_SUFFIX, SCORE_PREFIX
 from operators.drift import DriftParams, detector_parameters
 from operators.event import parse_ts_ms
 from operators.registry import OPERATOR_TYPES, OperatorSpec
@@ -60,6 +61,7 @@ class DemoConfig:
     events: int = field(default=200_000, metadata=_range(1))
     entities: int = field(default=50, metadata=_range(1))
     bad_rate: float = field(default=0.002, metadata=_range(0.0, 1.0))
+    incident_rate: float = field(default=1.0, metadata=_range(0.0))
     seed: int = 7
     rate: float = field(default=0.0, metadata=_range(0.0))
     start: str = "2026-01-01T00:00:00Z"
@@ -319,8 +321,8 @@ def _check_semantics(config: Config, issues: list[ConfigIssue]) -> None:
         if not op.fields:
             issues.append(ConfigIssue(f"{path}.fields", "must name at least one field"))
         for position, name in enumerate(op.fields):
-            if name.startswith("score:"):
-                ref = name[len("score:") :]
+            if name.startswith(SCORE_PREFIX):
+                ref = name[len(SCORE_PREFIX) :].removesuffix(P_VALUE_SUFFIX)
                 earlier = seen.get(ref)
                 if earlier is None or OPERATOR_TYPES[earlier.type].kind != "outlier":
                     scorers = [o.name for o in seen.values() if OPERATOR_TYPES[o.type].kind == "outlier"]

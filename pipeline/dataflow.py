@@ -92,6 +92,9 @@ class ShardLogic(StatefulBatchLogic[Event, "Alert | ScoredEvent", dict]):
         for event in events:
             self.metrics.lag.observe(max(0.0, (now_ms - event.ts_ms) / 1000))
         alerts, batch = self.chain.process_batch(events)
+        for operator in self.chain.operators:
+            if hasattr(operator, "state_bytes"):
+                self.metrics.report_state_bytes(operator.name, id(self), operator.state_bytes())
         for alert in alerts:
             self.metrics.alerts.labels(alert.operator, alert.severity).inc()
             if alert.kind == "drift":

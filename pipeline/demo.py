@@ -1,7 +1,10 @@
 """``vigil demo``: the synthetic stream through the live dataflow, then a summary against ground truth.
 
-Writes into the run directory: ``alerts.jsonl``, ``dead_letters.jsonl``, ``truth.jsonl`` (injected
-incidents), ``metrics.prom`` (final metrics) and ``summary.json`` (the table below, as data).
+Writes into the run directory: ``alerts.jsonl``, ``dead_letters.jsonl``, ``scores.jsonl`` (every event's
+scores and p-values, unless ``[sinks.scores]`` says otherwise), ``truth.jsonl`` (injected incidents),
+``metrics.prom`` (final metrics) and ``summary.json`` (the table below, as data). The summary scores
+detection against the ground truth, and severity alignment (Kendall tau-b, C-index between each
+incident's grade and each outlier operator's calibrated p-value; :mod:`pipeline.severity`).
 
 With ``--broker embedded`` the stream goes through Kafka: a Tansu broker starts on a free loopback
 port, a producer thread writes the stream into a 4-partition topic (keyed by entity, stamped with event
@@ -21,7 +24,9 @@ from pathlib import Path
 from typing import TextIO
 
 import msgspec
+import numpy as np
 
+from operators.base import P_VALUE_SUFFIX
 from operators.event import SourcePosition, epoch_ms
 from pipeline.config import Config, SinkConfig, SourceConfig
 from pipeline.decode import REASONS, DeadLetter
@@ -29,12 +34,19 @@ from pipeline.embedded_broker import EmbeddedBroker
 from pipeline.kafka import KafkaSettings, create_topics, read_topic
 from pipeline.progress import Progress
 from pipeline.runner import RunReport, configured_source, run_pipeline
+from pipeline.severity import alignment, severity_labels
 from pipeline.shutdown import STOP
 from pipeline.sinks import sort_by_source
 from pipeline.sources import DemoSource, Pacer
 from pipeline.synthetic import KINDS, Evaluation, SyntheticStream, evaluate
 
 SEVERITIES = ("info", "warning", "critical")
+
+
+class _ScoresView(msgspec.Struct):
+    key: str
+    ts: datetime
+    scores: dict[str, float | None]
 
 
 class _AlertView(msgspec.Struct):
@@ -51,17 +63,21 @@ def read_alerts(path: Path | None) -> list[_AlertView]:
     return [decoder.decode(line) for line in path.read_bytes().splitlines() if line]
 
 
-DEMO_TOPICS = {"events": "vigil-demo-events", "alerts": "vigil-demo-alerts", "dead_letters": "vigil-demo-dead-letters"}
+DEMO_TOPICS = {"events": "vigil-demo-events", "alerts": "vigil-demo-alerts", "dead_letters": "vigil-demo-dead-letters",
+               "scores": "vigil-demo-scores"}
 DEMO_PARTITIONS = 4
 
 
 def run_demo(config: Config, *, show_progress: bool = True, out: TextIO | None = None, broker: str | None = None) -> dict:
     demo = config.demo
+    if config.sinks.scores.type == "none":  # the severity alignment reads every event's scores
+        config = dataclasses.replace(config, sinks=dataclasses.replace(config.sinks, scores=SinkConfig(type="file", path="scores.jsonl")))
     stream = SyntheticStream(
         events=demo.events,
         entities=demo.entities,
         seed=demo.seed,
         bad_rate=demo.bad_rate,
+        incident_rate=demo.incident_rate,
         start=demo.start,
         interval_seconds=demo.interval_seconds,
         max_event_bytes=config.pipeline.max_event_bytes,
@@ -85,6 +101,7 @@ def run_demo(config: Config, *, show_progress: bool = True, out: TextIO | None =
     alerts = read_alerts(report.alerts_path)
     evaluation = evaluate(stream.incidents, [(a.key, epoch_ms(a.ts), a.operator) for a in alerts])
     summary = _summary(config, report, alerts, evaluation, len(stream.corrupt_at))
+    summary["severity_alignment"] = _severity_alignment(stream, report.outputs.get("scores"))
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     print(format_summary(summary), file=out)
     return summary
@@ -99,10 +116,12 @@ def _run_through_kafka(config: Config, stream: SyntheticStream, bootstrap: str, 
             config.sinks,
             alerts=SinkConfig(type="kafka", topic=DEMO_TOPICS["alerts"]),
             dead_letters=SinkConfig(type="kafka", topic=DEMO_TOPICS["dead_letters"]),
+            scores=SinkConfig(type="kafka", topic=DEMO_TOPICS["scores"]),
         ),
     )
     settings = KafkaSettings(config.kafka)
-    create_topics(settings, {DEMO_TOPICS["events"]: DEMO_PARTITIONS, DEMO_TOPICS["alerts"]: 1, DEMO_TOPICS["dead_letters"]: 1})
+    create_topics(settings, {DEMO_TOPICS["events"]: DEMO_PARTITIONS, DEMO_TOPICS["alerts"]: 1, DEMO_TOPICS["dead_letters"]: 1,
+                             DEMO_TOPICS["scores"]: 1})
     producer = threading.Thread(target=_produce, args=(settings, stream, config.demo.rate), name="demo-producer", daemon=True)
     producer.start()
     read = 0
@@ -120,6 +139,8 @@ def _run_through_kafka(config: Config, stream: SyntheticStream, bootstrap: str, 
     report.outputs["dead_letters"] = report.run_dir / "dead_letters.jsonl"
     _write_back(settings, DEMO_TOPICS["alerts"], report.outputs["alerts"], lambda record: record.value)
     _write_back(settings, DEMO_TOPICS["dead_letters"], report.outputs["dead_letters"], _dead_letter_from_record)
+    report.outputs["scores"] = report.run_dir / "scores.jsonl"
+    _write_back(settings, DEMO_TOPICS["scores"], report.outputs["scores"], lambda record: record.value)
     return report
 
 
@@ -155,6 +176,20 @@ def _write_back(settings: KafkaSettings, topic: str, path: Path, line) -> None:
     """The records of an output topic as a sorted JSON-lines file, for the summary and for reading."""
     path.write_bytes(b"".join(line(record) + b"\n" for record in read_topic(settings, topic)))
     sort_by_source(path)
+
+
+def _severity_alignment(stream: SyntheticStream, scores_path: Path | None) -> dict:
+    """Per outlier operator: tau-b and C-index of incident grades against 1 - p (see pipeline.severity)."""
+    if scores_path is None or not scores_path.exists():
+        return {}
+    decoder = msgspec.json.Decoder(_ScoresView)
+    records = [decoder.decode(line) for line in scores_path.read_bytes().splitlines() if line]
+    labels = severity_labels(stream.incidents, [(r.key, epoch_ms(r.ts)) for r in records])
+    result = {}
+    for name in sorted({name for r in records for name in r.scores if name.endswith(P_VALUE_SUFFIX)}):
+        p = np.array([np.nan if r.scores.get(name) is None else r.scores[name] for r in records])
+        result[name.removesuffix(P_VALUE_SUFFIX)] = alignment(labels, 1.0 - p)
+    return result
 
 
 def _summary(config: Config, report: RunReport, alerts: list[_AlertView], evaluation: Evaluation, injected_bad: int) -> dict:
@@ -206,4 +241,8 @@ def format_summary(s: dict) -> str:
         f"  recall on spikes and level shifts: {s['recall']['spike+level_shift']:.3f}   "
         f"precision of all alerts: {s['precision']['all']:.3f}",
     ]
+    for op, a in s.get("severity_alignment", {}).items():
+        lines.append(f"  severity alignment of {op} (grades 0-3 vs calibrated score): "
+                     f"Kendall tau-b {a['kendall_tau_b']:.3f} (among anomalies {a['kendall_tau_b_anomalies']:.3f}), "
+                     f"C-index {a['c_index']:.3f}")
     return "\n".join(lines)

@@ -47,12 +47,23 @@ class Metrics:
             Gauge("vigil_replay_progress_ratio", "Share of the replayed slice's offsets read so far.", registry=r)
             if replay else None
         )
+        self.operator_state = Gauge(
+            "vigil_operator_state_bytes",
+            "Memory held by an outlier operator's state (model, buffers, calibration windows), over this process's shards.",
+            ["operator"], registry=r,
+        )
+        self._state_bytes: dict[tuple[str, int], int] = {}
         self.build = Info("vigil_build", "Vigil build information.", registry=r)
         self.build.info({"version": _version()})
         for outcome in ("valid", "invalid"):
             self.events.labels(outcome)
         for reason in REASONS:
             self.invalid.labels(reason)
+
+    def report_state_bytes(self, operator: str, shard: int, size: int) -> None:
+        """One shard's state size for ``operator``; the gauge shows the sum over shards."""
+        self._state_bytes[(operator, shard)] = size
+        self.operator_state.labels(operator).set(sum(v for (name, _), v in self._state_bytes.items() if name == operator))
 
     def observe_kernel(self, kernel: str, device: str, seconds: float) -> None:
         self.kernel_seconds.labels(kernel, device).observe(seconds)

@@ -9,6 +9,9 @@ field's noise):
 * ``level_shift``: from its onset one field stays 5 to 10 standard deviations higher;
 * ``drift``: one field ramps up by 8 to 12 standard deviations over four hours, then stays.
 
+Each incident also has a ``grade`` of 1, 2 or 3: the third of its kind's magnitude range it falls in, the
+ordinal severity that severity alignment (Kendall tau-b, C-index) is measured against.
+``incident_rate`` scales how often incidents happen (0 gives a stream with no anomalies at all).
 Events inside an incident carry ``label`` (the incident kind), and :attr:`SyntheticStream.incidents`
 is the ground truth. A share ``bad_rate`` of non-anomalous events is replaced by malformed payloads
 of several kinds. Everything derives from ``seed``: the same arguments give the same bytes.
@@ -49,8 +52,19 @@ class Incident:
     kind: str
     field: str
     magnitude: float   # in standard deviations of the field's noise
+    grade: int         # 1 (mildest third of the kind's magnitude range) to 3 (strongest third)
     start_ms: int      # event time of the onset
     end_ms: int        # last event time at which an alert still counts as a detection
+
+
+def grade(kind: str, magnitude: float) -> int:
+    """Which third of the kind's magnitude range ``magnitude`` lies in: 1, 2 or 3.
+
+    >>> [grade("spike", m) for m in (6.0, 9.0, 13.9)]
+    [1, 2, 3]
+    """
+    low, high = MAGNITUDES[kind]
+    return min(3, 1 + int(3 * (magnitude - low) / (high - low)))
 
 
 class _Entities:
@@ -71,6 +85,7 @@ class SyntheticStream:
         entities: int = 50,
         seed: int = 7,
         bad_rate: float = 0.0,
+        incident_rate: float = 1.0,
         start: str = "2026-01-01T00:00:00Z",
         interval_seconds: float = 60.0,
         max_event_bytes: int = 65536,
@@ -79,6 +94,7 @@ class SyntheticStream:
         self.n_entities = entities
         self.seed = seed
         self.bad_rate = bad_rate
+        self.incident_rate = incident_rate
         self.interval_ms = int(round(interval_seconds * 1000))
         self.start_ms = parse_ts_ms(start)
         self.max_event_bytes = max_event_bytes
@@ -100,14 +116,15 @@ class SyntheticStream:
                 length = ramp_ticks if kind == "drift" else 0
                 # Onsets leave room for the whole incident window before the stream ends.
                 usable = self.ticks - WARMUP_TICKS - length - GRACE_TICKS[kind]
-                count = rng.poisson(RATES[kind] * usable) if usable > 0 else 0
+                count = rng.poisson(RATES[kind] * self.incident_rate * usable) if usable > 0 else 0
                 for _ in range(count):
                     onset = int(rng.integers(WARMUP_TICKS, WARMUP_TICKS + usable))
                     field = int(rng.integers(len(FIELDS)))
                     magnitude = float(rng.uniform(*MAGNITUDES[kind]))
                     end_tick = onset + length + GRACE_TICKS[kind]
                     incidents.append(
-                        Incident(key, kind, FIELDS[field], round(magnitude, 3), self._ts(onset, entity), self._ts(end_tick, entity))
+                        Incident(key, kind, FIELDS[field], round(magnitude, 3), grade(kind, magnitude),
+                                 self._ts(onset, entity), self._ts(end_tick, entity))
                     )
                     effects.append((entity, field, kind, onset, length, magnitude, end_tick))
         incidents.sort(key=lambda i: (i.start_ms, i.key))

@@ -44,7 +44,7 @@ def test_run_on_a_file_source(tmp_path):
     rows.insert(10, "{broken")
     events.write_text("\n".join(rows) + "\n")
     vigil("run", "--config", "pipeline/default.toml", "--set", "source.type='file'", "--set", f"source.path='{events}'",
-          "--set", "operators.0.fields=['cpu']", "--run-dir", str(tmp_path / "out"), "--no-metrics")
+          "--set", "operators.0.fields=['cpu']", "--set", "operators.0.params.alerting.warmup=20", "--run-dir", str(tmp_path / "out"), "--no-metrics")
     alerts = (tmp_path / "out" / "alerts.jsonl").read_text()
     dead = (tmp_path / "out" / "dead_letters.jsonl").read_text()
     assert '"line":152' in alerts and '"reason":"bad_json"' in dead and '"line":11' in dead

@@ -5,6 +5,7 @@ import msgspec
 import pytest
 from bytewax.testing import TestingSink, TestingSource, run_main
 
+from operators.alerting import AlertingParams
 from operators.drift import DriftParams
 from operators.event import SourcePosition, alert_id
 from operators.registry import OperatorChain, OperatorSpec
@@ -15,7 +16,7 @@ from pipeline.metrics import Metrics
 from pipeline.sources import RawRecord
 
 SPECS = [
-    OperatorSpec("zscore", "outlier", ("cpu",), ZScoreParams(warmup=20, device="cpu")),
+    OperatorSpec("zscore", "outlier", ("cpu",), ZScoreParams(warmup=20, device="cpu", alerting=AlertingParams(warmup=20))),
     OperatorSpec("drift", "drift", ("cpu",), DriftParams(detector="page_hinkley", detector_params={"threshold": 30.0})),
 ]
 
@@ -70,6 +71,7 @@ def test_known_output(batching):
     assert sample("vigil_events_total", {"outcome": "valid"}) == 298
     assert sample("vigil_events_total", {"outcome": "invalid"}) == 2
     assert sample("vigil_alerts_total", {"operator": "outlier", "severity": "critical"}) >= 1
+    assert sample("vigil_operator_state_bytes", {"operator": "outlier"}) > 0
     assert sample("vigil_drift_total", {"operator": "drift", "field": "cpu"}) == len(drift)
     assert sample("vigil_batch_size_sum") == 298
 

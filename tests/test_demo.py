@@ -62,5 +62,10 @@ def test_default_demo_prints_summary_with_recall_on_spikes_and_level_shifts(tmp_
     assert summary["incidents"]["spike"] > 50 and summary["incidents"]["level_shift"] > 10
     assert summary["recall"]["spike+level_shift"] >= 0.5
     assert summary["precision"]["all"] >= 0.5
+    # Graded incidents: a stronger anomaly gets a smaller p-value (MAD-Bench's tau-b and C-index).
+    aligned = summary["severity_alignment"]["outlier"]
+    assert aligned["kendall_tau_b"] > 0 and aligned["kendall_tau_b_anomalies"] > 0 and aligned["c_index"] > 0.9
+    assert set(aligned["events_per_level"]) == {"0", "1", "2", "3"}
+    assert "Kendall tau-b" in result.stdout
     truth = [msgspec.json.decode(line) for line in (tmp_path / "truth.jsonl").read_bytes().splitlines()]
     assert len(truth) == sum(summary["incidents"].values())

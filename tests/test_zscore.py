@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from kernels.ewma import RobustEwma, occurrence_rank
+from operators.alerting import AlertingParams
 from operators.base import Batch
 from operators.event import Event, SourcePosition
 from operators.zscore import ZScoreOperator, ZScoreParams
@@ -54,10 +55,10 @@ def test_scores_do_not_depend_on_batch_composition(stream):
 
 def test_spike_is_flagged_and_warmup_is_unscored(stream):
     values, keys = stream
-    op = ZScoreOperator("outlier", ["a", "b"], ZScoreParams(warmup=10, device="cpu"))
+    op = ZScoreOperator("outlier", ["a", "b"], ZScoreParams(warmup=10, device="cpu", alerting=AlertingParams(warmup=20)))
     batch = Batch(make_events(values, keys))
     alerts = op.process(batch)
-    assert [a.source.offset for a in alerts if a.score > 10] == [400]
+    assert [a.source.offset for a in alerts] == [400]
     spike = next(a for a in alerts if a.source.offset == 400)
     assert spike.fields == ["a"] and spike.severity == "critical" and spike.kind == "outlier"
     assert np.isnan(batch.scores["outlier"][: 10 * len(keys)]).all()  # each key's first 10 events
@@ -70,7 +71,8 @@ def test_snapshot_restore_continues_identically(stream):
     first = ZScoreOperator("o", ["a", "b"], ZScoreParams(device="cpu"))
     first.process(Batch(events[:300]))
     state = first.snapshot()
-    assert set(state) == {"keys", "mean", "var", "count"} and all(isinstance(k, str) for k in state["keys"])
+    assert set(state["scorer"]) == {"keys", "mean", "var", "count"} and all(isinstance(k, str) for k in state["scorer"]["keys"])
+    assert set(state["alerting"]) == {"keys", "scores", "count", "last_ts", "mean_gap_ms"}
     resumed = ZScoreOperator("o", ["a", "b"], ZScoreParams(device="cpu"))
     resumed.restore(state)
     whole.process(Batch(events[:300]))
