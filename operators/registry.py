@@ -18,12 +18,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from operators.ape import ApeOperator
 from operators.base import Batch, Operator
 from operators.drift import DriftOperator
 from operators.event import Alert, Event
+from operators.hst import HalfSpaceTreesOperator
 from operators.zscore import ZScoreOperator
 
-OPERATOR_TYPES: dict[str, type] = {"zscore": ZScoreOperator, "drift": DriftOperator}
+OPERATOR_TYPES: dict[str, type] = {
+    "zscore": ZScoreOperator,
+    "hst": HalfSpaceTreesOperator,
+    "ape": ApeOperator,
+    "drift": DriftOperator,
+}
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,7 @@ class PipelineConfig:
 @dataclass
 class OperatorConfig:
     name: str
-    type: Literal["zscore", "drift"]
+    type: Literal[tuple(OPERATOR_TYPES)]  # type: ignore[valid-type]  # the registry's names
     fields: list[str]
     params: dict[str, Any] = field(default_factory=dict)
 
