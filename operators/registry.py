@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from operators.ape import ApeOperator
+from operators.apre_mss import ApreMssOperator
 from operators.base import Batch, Operator
 from operators.drift import DriftOperator
 from operators.event import Alert, Event
@@ -28,6 +29,7 @@ from operators.zscore import ZScoreOperator
 OPERATOR_TYPES: dict[str, type] = {
     "zscore": ZScoreOperator,
     "hst": HalfSpaceTreesOperator,
+    "apre_mss": ApreMssOperator,
     "ape": ApeOperator,
     "drift": DriftOperator,
 }
