@@ -115,7 +115,9 @@ class ApeModel:
 
     def _pair_terms(self, rows: torch.Tensor, inverse: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """w_ij (u_i . u_j) per event and type pair; ``rows[inverse]`` has shape (events, types, 2, dim)."""
-        u = rows[inverse].sum(dim=-2)
+        # index_select, not rows[inverse]: its backward (index_add) accumulates in a fixed order on CPU,
+        # where advanced indexing's (index_put with accumulate) varies with threads and breaks determinism.
+        u = rows.index_select(0, inverse.reshape(-1)).view(*inverse.shape, -1).sum(dim=-2)
         return (u[:, self.pair_i] * u[:, self.pair_j]).sum(dim=-1) * w
 
     def score(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -74,6 +74,7 @@ class PipelineConfig:
     batch_max_size: int = field(default=512, metadata=_range(1))
     batch_max_wait_ms: int = field(default=50, metadata=_range(0))
     max_event_bytes: int = field(default=65536, metadata=_range(64))
+    torch_threads: int = field(default=1, metadata=_range(1, 1024))
 
 
 @dataclass

@@ -21,6 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Callable
 
+import torch
 from bytewax.inputs import Source
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
@@ -135,6 +136,7 @@ def run_pipeline(
 ) -> RunReport:
     run_dir = cluster.local_dir(Path(config.run.run_dir))
     run_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(config.pipeline.torch_threads)
     recovery = _recovery(config)
     metrics = metrics or Metrics()
     settings = KafkaSettings(config.kafka)
