@@ -62,7 +62,7 @@ class CalibratedAlerting:
         self.params = params
         ordered = sorted(params.levels.items(), key=lambda item: item[1])
         self.level_names = [name for name, _ in ordered]
-        self.level_rarities = np.array([rarity for _, rarity in ordered])
+        self.level_rarities = [float(rarity) for _, rarity in ordered]
         self.slots: dict[str, int] = {}
         self.scores = np.zeros((0, params.window), dtype=np.float32)  # ring buffer per entity
         self.count = np.zeros(0, dtype=np.int64)  # scores seen (the window holds min(count, window))
@@ -115,8 +115,12 @@ class CalibratedAlerting:
         if not gap > 0.0:  # NaN or simultaneous events: no rate, no alert
             return None
         alert_p = self.params.budget_per_day * gap / MS_PER_DAY
-        reached = np.flatnonzero(p <= alert_p / self.level_rarities)
-        return self.level_names[reached[-1]] if len(reached) else None
+        level = None
+        for name, rarity in zip(self.level_names, self.level_rarities):  # ascending rarity: nested levels
+            if p > alert_p / rarity:
+                break
+            level = name
+        return level
 
     def _learn(self, slot: int, ts: int, score: float) -> None:
         count = self.count[slot]
