@@ -16,7 +16,6 @@ Operators never import the streaming engine, so they are tested and benchmarked 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, Sequence
 
 import numpy as np
@@ -155,32 +154,3 @@ class ScoringOperator(OperatorBase):
     def restore(self, state: dict[str, Any]) -> None:
         self.load_scorer_state(state["scorer"])
         self.alerting.restore(state["alerting"])
-
-
-@dataclass(frozen=True)
-class SeverityLevels:
-    """Maps a score to the highest level whose threshold it reaches.
-
-    >>> levels = SeverityLevels.from_mapping({"info": 5.0, "warning": 7.0, "critical": 10.0})
-    >>> [levels.level(s) for s in (4.9, 5.0, 8.0, 12.0)]
-    [None, 'info', 'warning', 'critical']
-    """
-
-    names: tuple[str, ...]
-    thresholds: tuple[float, ...]
-
-    @classmethod
-    def from_mapping(cls, mapping: dict[str, float]) -> "SeverityLevels":
-        ordered = sorted(mapping.items(), key=lambda item: item[1])
-        return cls(tuple(name for name, _ in ordered), tuple(float(t) for _, t in ordered))
-
-    def level(self, score: float) -> str | None:
-        found = None
-        for name, threshold in zip(self.names, self.thresholds):
-            if score >= threshold:
-                found = name
-        return found
-
-    @property
-    def lowest(self) -> float:
-        return self.thresholds[0]

@@ -35,6 +35,8 @@ from pipeline.decode import DeadLetter, decode_event
 from pipeline.metrics import Metrics
 from pipeline.sources import RawRecord
 
+STATE_REPORT_SECONDS = 1.0  # how often a shard refreshes vigil_operator_state_bytes
+
 
 def shard_of(key: str, shards: int) -> int:
     """Stable across processes and versions (unlike ``hash``).
@@ -82,6 +84,7 @@ class ShardLogic(StatefulBatchLogic[Event, "Alert | ScoredEvent", dict]):
         self.emit_scores = emit_scores
         self.pending: list[Event] = []
         self.deadline: datetime | None = None
+        self.state_reported_at = -math.inf
         if resume is not None:
             chain.restore(resume["operators"])
             self.pending = [msgspec.convert(item, Event) for item in resume["pending"]]
@@ -92,9 +95,6 @@ class ShardLogic(StatefulBatchLogic[Event, "Alert | ScoredEvent", dict]):
         for event in events:
             self.metrics.lag.observe(max(0.0, (now_ms - event.ts_ms) / 1000))
         alerts, batch = self.chain.process_batch(events)
-        for operator in self.chain.operators:
-            if hasattr(operator, "state_bytes"):
-                self.metrics.report_state_bytes(operator.name, id(self), operator.state_bytes())
         for alert in alerts:
             self.metrics.alerts.labels(alert.operator, alert.severity).inc()
             if alert.kind == "drift":
@@ -102,12 +102,22 @@ class ShardLogic(StatefulBatchLogic[Event, "Alert | ScoredEvent", dict]):
                     self.metrics.drift.labels(alert.operator, field).inc()
         return [*alerts, *scored_events(batch)] if self.emit_scores else alerts
 
+    def _report_state_bytes(self, now: float) -> None:
+        # Walking an operator's state is not free (HST counts Python objects): at most once a second.
+        self.state_reported_at = now
+        for operator in self.chain.operators:
+            if hasattr(operator, "state_bytes"):
+                self.metrics.report_state_bytes(operator.name, id(self), operator.state_bytes())
+
     def _drain(self, everything: bool) -> list[Alert | ScoredEvent]:
         alerts: list[Alert | ScoredEvent] = []
         size = self.batching.max_size
         while len(self.pending) >= size or (everything and self.pending):
             chunk, self.pending = self.pending[:size], self.pending[size:]
             alerts.extend(self._process(chunk))
+        now = time.monotonic()
+        if now - self.state_reported_at >= STATE_REPORT_SECONDS:
+            self._report_state_bytes(now)
         if not self.pending:
             self.deadline = None
         elif self.deadline is None:
@@ -122,7 +132,9 @@ class ShardLogic(StatefulBatchLogic[Event, "Alert | ScoredEvent", dict]):
         return self._drain(everything=True), StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[Iterable[Alert | ScoredEvent], bool]:
-        return self._drain(everything=True), StatefulBatchLogic.RETAIN
+        outputs = self._drain(everything=True)
+        self._report_state_bytes(time.monotonic())  # the final metrics show the final state
+        return outputs, StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
         return self.deadline
