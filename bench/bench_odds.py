@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_odds.py --epochs 1000 > bench/results/odds-label-free.md
 
 Prints a Markdown table (one row per set, one column per detector, then the mean), with the command
-that produced it and the per-set runtime. The protocol is pipeline.evaluate's label-free one: stratified
+that produced it and the per-set runtime. The protocol is pipeline.evaluation.tabular's label-free one: stratified
 50/25/25 split (seed 42), z-score with the train ∪ valid statistics, every detector learns train ∪ valid
 and scores the test part; fixed hyper-parameters (k, m, last epoch); labels used only for the metrics;
 mean over the seeds. One PAE per seed serves both ``apre`` and ``apre-mss``.
@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from pipeline.evaluate import DEFAULT_EPOCHS, DETECTORS, Protocol, evaluate_label_free, load_table  # noqa: E402
+from pipeline.evaluation.tabular import DEFAULT_EPOCHS, DETECTORS, Protocol, evaluate_label_free, load_table  # noqa: E402
 
 ODDS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "odds"
 

@@ -36,12 +36,13 @@ from torch.nn.functional import softplus
 
 from kernels.device import select_device
 from kernels.profiling import timed
+from kernels.state import Stateful, tensor_bytes
 
 ADAGRAD_EPS = 1e-10
 FORGOTTEN = 1e-12  # a count decayed below this is treated as never seen
 
 
-class HashedMarginal:
+class HashedMarginal(Stateful):
     """Per-type exponentially decayed counts of each first bucket, plus the second bucket seen last there.
 
     A bucket stands for the entity that last hashed to it, so noise draws are real (first, second)
@@ -81,11 +82,18 @@ class HashedMarginal:
             log_q[:, t] = np.log(self.counts[t, drawn] / cdf[-1])
         return noise, log_q
 
-    def nbytes(self) -> int:
+    def snapshot(self) -> dict[str, Any]:
+        return {"counts": self.counts.copy(), "second": self.second.copy()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.counts = np.asarray(state["counts"], dtype=np.float64).reshape(self.counts.shape).copy()
+        self.second = np.asarray(state["second"], dtype=np.int32).reshape(self.second.shape).copy()
+
+    def state_bytes(self) -> int:
         return self.counts.nbytes + self.second.nbytes
 
 
-class ApeModel:
+class ApeModel(Stateful):
     """Embedding tables (types, buckets, dim), pair weights ``w``, constant ``c`` and their Adagrad sums.
 
     Before the first step ``c`` is set to the block's mean log-likelihood under independent marginals,
@@ -170,17 +178,16 @@ class ApeModel:
             sq[index] = total
         return value.detach() - self.lr * grad / (total.sqrt() + ADAGRAD_EPS)
 
-    def state(self) -> dict[str, Any]:
+    def snapshot(self) -> dict[str, Any]:
         names = ("tables", "tables_sq", "w", "w_sq", "c", "c_sq")
         return {"steps": self.steps, **{name: getattr(self, name).cpu().numpy().copy() for name in names}}
 
-    def load_state(self, state: dict[str, Any]) -> None:
+    def restore(self, state: dict[str, Any]) -> None:
         self.steps = int(state["steps"])
-        for name, current in self.state().items():
+        for name, current in self.snapshot().items():
             if name != "steps":
                 value = np.asarray(state[name], dtype=np.float32).reshape(current.shape)
                 setattr(self, name, torch.as_tensor(value, device=self.device).clone())
 
-    def nbytes(self) -> int:
-        tensors = (self.tables, self.tables_sq, self.w, self.w_sq, self.c, self.c_sq)
-        return sum(t.element_size() * t.nelement() for t in tensors)
+    def state_bytes(self) -> int:
+        return tensor_bytes((self.tables, self.tables_sq, self.w, self.w_sq, self.c, self.c_sq))

@@ -8,12 +8,18 @@ version under MSS scoring)::
 
 alpha weights the uncertainty-normalised reconstruction error, beta the log-variance. The authors'
 code trains with alpha = beta = 1 (the Gaussian negative log-likelihood up to constants) and applies
-the user's weights (defaults 0.5 and 2) only when scoring; so do we (research note outlier.md §1.4).
+the user's weights (defaults 0.5 and 2) only when scoring; so do we.
 
 >>> import torch
 >>> x, mu, raw = torch.tensor([[0.0, 1.0]]), torch.tensor([[0.5, 0.5]]), torch.zeros(1, 2)
 >>> round(float(apre(x, mu, raw, alpha=1.0, beta=1.0)), 6), round(float(apre(x, mu, raw)), 6)
 (-0.01166, -1.105325)
+
+References
+----------
+Tan, X., Yang, J., Chen, J., Rahardja, S. and Rahardja, S. (2025). MSS-PAE: Saving autoencoder-based
+outlier detection from unexpected reconstruction. *Pattern Recognition* 163, 111467 (arXiv 2304.00709);
+the authors' code: github.com/Ra1demmmm/Autoencoder-based-Outlier-Detection.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """MLP autoencoders for tabular outlier scoring: the probabilistic one (PAE) and the plain MSE baseline.
 
-Layer widths follow the authors' rule by input width d (research note outlier.md §1.6; ``round`` is
+Layer widths follow the authors' rule by input width d (Tan et al., their code; ``round`` is
 Python's)::
 
     d < 20      encoder d -> d/2                  decoder -> out
@@ -15,6 +15,12 @@ alpha = beta = 1 and the plain one on the summed squared error.
 
 >>> [layer.out_features for layer in AutoEncoder(64, probabilistic=True).modules() if hasattr(layer, "out_features")]
 [32, 16, 32, 128]
+
+References
+----------
+Tan, X., Yang, J., Chen, J., Rahardja, S. and Rahardja, S. (2025). MSS-PAE: Saving autoencoder-based
+outlier detection from unexpected reconstruction. *Pattern Recognition* 163, 111467 (arXiv 2304.00709);
+the authors' code: github.com/Ra1demmmm/Autoencoder-based-Outlier-Detection.
 """
 from __future__ import annotations
 

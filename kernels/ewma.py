@@ -25,6 +25,7 @@ import torch
 
 from kernels.device import select_device
 from kernels.profiling import timed
+from kernels.state import Stateful, tensor_bytes
 
 
 def occurrence_rank(slots: np.ndarray) -> np.ndarray:
@@ -42,8 +43,8 @@ def occurrence_rank(slots: np.ndarray) -> np.ndarray:
     return ranks
 
 
-class RobustEwma:
-    """State tensors ``mean``, ``var`` and ``count`` of shape (slots, fields) on one device."""
+class RobustEwma(Stateful):
+    """State tensors ``mean``, ``var`` and ``count`` of shape (slots, fields) on one device; ``rows`` slots in use."""
 
     kernel_name = "robust_ewma"
 
@@ -67,6 +68,7 @@ class RobustEwma:
         self.mean = torch.zeros((capacity, n_fields), dtype=torch.float64, device=self.device)
         self.var = torch.zeros_like(self.mean)
         self.count = torch.zeros_like(self.mean)
+        self.rows = 0
 
     @property
     def capacity(self) -> int:
@@ -84,7 +86,9 @@ class RobustEwma:
 
     def score_and_learn(self, slots: np.ndarray, values: np.ndarray) -> np.ndarray:
         """Absolute z-score per (event, field), NaN where missing or not warm yet; then learn."""
-        self.ensure_capacity(int(slots.max()) + 1 if len(slots) else 0)
+        if len(slots):
+            self.ensure_capacity(int(slots.max()) + 1)
+            self.rows = max(self.rows, int(slots.max()) + 1)
         scores = np.full(values.shape, np.nan)
         if len(slots) == 0:
             return scores
@@ -114,18 +118,25 @@ class RobustEwma:
         self.count[slots] = count + observed.to(count.dtype)
         return z
 
-    def state(self, n_slots: int) -> dict[str, np.ndarray]:
-        """The first ``n_slots`` rows as plain arrays."""
-        return {
-            "mean": self.mean[:n_slots].cpu().numpy().copy(),
-            "var": self.var[:n_slots].cpu().numpy().copy(),
-            "count": self.count[:n_slots].cpu().numpy().copy(),
-        }
+    def evict(self, slots: np.ndarray) -> None:
+        """Reset these slots to the state of a slot never seen."""
+        index = torch.as_tensor(slots[slots < self.capacity], device=self.device)
+        for tensor in (self.mean, self.var, self.count):
+            tensor[index] = 0.0
 
-    def load_state(self, state: dict[str, np.ndarray]) -> None:
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """The rows in use as plain arrays."""
+        return {name: getattr(self, name)[: self.rows].cpu().numpy().copy() for name in ("mean", "var", "count")}
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
         n_slots = len(state["mean"])
         self.ensure_capacity(n_slots)
+        self.rows = n_slots
         for name in ("mean", "var", "count"):
             getattr(self, name)[:n_slots] = torch.as_tensor(
                 np.asarray(state[name], dtype=np.float64).reshape(n_slots, self.n_fields), device=self.device
             )
+
+    def state_bytes(self) -> int:
+        """The allocated state tensors (they grow to the number of slots in use, doubling)."""
+        return tensor_bytes((self.mean, self.var, self.count))

@@ -1,4 +1,4 @@
-"""Mean-shift targets for MSS scoring (Tan et al., MSS-PAE; research note outlier.md §1.5).
+"""Mean-shift targets for MSS scoring (Tan et al., MSS-PAE).
 
 The reference set is shifted by *blurring* mean shift: at each iteration every reference point moves to
 the mean of its k nearest neighbours among the current reference points, itself included. A query
@@ -13,6 +13,12 @@ so memory stays bounded however many points are shifted; the device is that of t
 >>> shifted_reference, shifted = mean_shift(reference, torch.tensor([[4.0], [-2.0]], dtype=torch.float64), k=2, iterations=3)
 >>> shifted_reference.flatten().tolist(), shifted.flatten().tolist()
 ([0.5, 0.5, 0.875, 2.75], [2.0, 0.125])
+
+References
+----------
+Tan, X., Yang, J., Chen, J., Rahardja, S. and Rahardja, S. (2025). MSS-PAE: Saving autoencoder-based
+outlier detection from unexpected reconstruction. *Pattern Recognition* 163, 111467 (arXiv 2304.00709);
+the authors' code: github.com/Ra1demmmm/Autoencoder-based-Outlier-Detection.
 """
 from __future__ import annotations
 

@@ -33,10 +33,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from kernels.state import Stateful
+
 POLICIES = ("reservoir", "window")
 
 
-class ReferenceBuffer:
+class ReferenceBuffer(Stateful):
     """``capacity`` rows of width ``d`` (``dtype``, on ``device``), filled by ``policy``."""
 
     def __init__(self, capacity: int, d: int, policy: str, seed: Any, *, dtype: torch.dtype = torch.float64,
@@ -88,14 +90,14 @@ class ReferenceBuffer:
             self.data[torch.from_numpy(unique_slots).to(self.data.device)] = values.to(self.data.device, self.data.dtype)
         self.seen += n
 
-    def nbytes(self) -> int:
+    def state_bytes(self) -> int:
         return self.data.element_size() * self.data.nelement()
 
-    def state(self) -> dict[str, Any]:
+    def snapshot(self) -> dict[str, Any]:
         """Plain data: the filled rows (a copy), the row count and the generator state."""
         return {"rows": self.rows().cpu().numpy().copy(), "seen": self.seen, "rng": self.rng.bit_generator.state}
 
-    def load_state(self, state: dict[str, Any]) -> None:
+    def restore(self, state: dict[str, Any]) -> None:
         rows = np.asarray(state["rows"])
         self.seen = int(state["seen"])
         if len(rows) != self.filled:

@@ -16,85 +16,91 @@ estimated from event-time gaps: on normal data that gives about ``budget_per_day
 day. A severity level of rarity R needs ``p <= budget_per_day / (rate * R)``, so levels are monotone in p.
 A score is judged before it joins the window (score-then-learn); NaN scores are skipped.
 
->>> import numpy as np
 >>> policy = CalibratedAlerting(AlertingParams(budget_per_day=2.0, window=500, warmup=100))
 >>> rng = np.random.default_rng(0)
->>> hourly = [("a", hour * 3_600_000, float(s)) for hour, s in enumerate(rng.normal(size=4900))]
->>> hourly.append(("a", 4900 * 3_600_000, 8.0))
->>> p, levels = policy.judge(*map(list, zip(*hourly)))
+>>> scores = np.r_[rng.normal(size=4900), 8.0]
+>>> hourly = np.arange(4901) * 3_600_000
+>>> p, levels = policy.judge(np.zeros(4901, dtype=np.int64), hourly, scores)
 >>> judged_days = (4900 - 100) / 24
->>> round(sum(level is not None for level in levels[:-1]) / judged_days, 1)  # about the budget
+>>> round(float(np.sum(levels[:-1] >= 0)) / judged_days, 1)  # about the budget
 1.9
->>> levels[-1], bool(p[-1] < 1e-5)
+>>> policy.level_names[levels[-1]], bool(p[-1] < 1e-5)
 ('critical', True)
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from kernels.state import Stateful
+from operators.params import ParamError, param
+
 MS_PER_DAY = 86_400_000.0
+NO_ALERT = -1  # the level of an event that does not alert
 
 
 @dataclass
 class AlertingParams:
-    """``budget_per_day``: alerts per entity per day expected on normal data (the ``info`` level);
-    ``window``: past scores per entity that calibrate a new one; ``warmup``: scores an entity needs
-    before it can alert; ``tail``: how many of the largest past scores fit the exponential tail;
-    ``levels``: severity name to rarity, i.e. how many times rarer than the budget an event must be."""
+    """The false-alarm budget and severity levels of an outlier operator."""
 
-    budget_per_day: float = field(default=1.0, metadata={"min": 1e-9})
-    window: int = field(default=1000, metadata={"min": 20})
-    warmup: int = field(default=200, metadata={"min": 1})
-    tail: int = field(default=20, metadata={"min": 2})
-    levels: dict[str, float] = field(default_factory=lambda: {"info": 1.0, "warning": 10.0, "critical": 100.0})
+    budget_per_day: float = param(1.0, "alerts per entity per day expected on normal data (the lowest level)",
+                                  min=1e-9, unit="alerts per entity per day")
+    window: int = param(1000, "past scores per entity that calibrate a new one", min=20, max=1_000_000, unit="scores")
+    warmup: int = param(200, "scores an entity needs before it can alert (at least tail)", min=2, unit="scores")
+    tail: int = param(20, "largest past scores that fit the exponential tail (smaller than window)", min=2, unit="scores")
+    levels: dict[str, float] = param({"info": 1.0, "warning": 10.0, "critical": 100.0},
+                                     "severity name to rarity: how many times rarer than the budget an event must be")
 
 
-class CalibratedAlerting:
-    """Per-entity score windows and event rates; :meth:`judge` returns p-values and severity levels."""
+class CalibratedAlerting(Stateful):
+    """Per-slot score windows and event rates; :meth:`judge` returns p-values and severity levels."""
 
     def __init__(self, params: AlertingParams) -> None:
         if params.tail >= params.window:
-            raise ValueError("alerting.tail must be smaller than alerting.window")
+            raise ParamError("alerting.tail", f"{params.tail} must be smaller than alerting.window ({params.window})")
+        if params.warmup < params.tail:  # the tail fit needs `tail` past scores
+            raise ParamError("alerting.warmup", f"{params.warmup} must be at least alerting.tail ({params.tail})")
+        for name, rarity in params.levels.items():
+            if not (isinstance(rarity, (int, float)) and rarity >= 1.0):
+                raise ParamError(f"alerting.levels.{name}", f"{rarity!r} is out of range (must be at least 1.0)")
         self.params = params
         ordered = sorted(params.levels.items(), key=lambda item: item[1])
         self.level_names = [name for name, _ in ordered]
         self.level_rarities = [float(rarity) for _, rarity in ordered]
-        self.slots: dict[str, int] = {}
-        self.scores = np.zeros((0, params.window), dtype=np.float32)  # ring buffer per entity
+        self.rows = 0  # slots in use: every slot seen is below it
+        self.scores = np.zeros((0, params.window), dtype=np.float32)  # ring buffer per slot
         self.count = np.zeros(0, dtype=np.int64)  # scores seen (the window holds min(count, window))
         self.last_ts = np.zeros(0, dtype=np.int64)
         self.mean_gap_ms = np.zeros(0)  # EWMA of event-time gaps, NaN until two events were seen
 
-    def _slot(self, key: str) -> int:
-        slot = self.slots.get(key)
-        if slot is None:
-            slot = self.slots[key] = len(self.slots)
-            if slot == len(self.count):
-                grow = max(16, slot)
-                self.scores = np.vstack([self.scores, np.zeros((grow, self.params.window), dtype=np.float32)])
-                self.count = np.r_[self.count, np.zeros(grow, dtype=np.int64)]
-                self.last_ts = np.r_[self.last_ts, np.zeros(grow, dtype=np.int64)]
-                self.mean_gap_ms = np.r_[self.mean_gap_ms, np.full(grow, np.nan)]
-        return slot
+    def _ensure_rows(self, rows: int) -> None:
+        if rows > len(self.count):
+            grow = max(16, rows, 2 * len(self.count)) - len(self.count)
+            self.scores = np.vstack([self.scores, np.zeros((grow, self.params.window), dtype=np.float32)])
+            self.count = np.r_[self.count, np.zeros(grow, dtype=np.int64)]
+            self.last_ts = np.r_[self.last_ts, np.zeros(grow, dtype=np.int64)]
+            self.mean_gap_ms = np.r_[self.mean_gap_ms, np.full(grow, np.nan)]
+        self.rows = max(self.rows, rows)
 
-    def judge(self, keys: Sequence[str], ts_ms: Sequence[int], scores: Sequence[float]) -> tuple[np.ndarray, list[str | None]]:
-        """p-value (NaN when not judged) and severity level (None: no alert) per event, in order."""
-        p_values = np.full(len(keys), np.nan)
-        levels: list[str | None] = [None] * len(keys)
-        for row, (key, ts, score) in enumerate(zip(keys, ts_ms, scores)):
+    def judge(self, slots: np.ndarray, ts_ms: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """p-value (NaN when not judged) and level (an index into ``level_names``, or ``NO_ALERT``) per
+        event, in order; then each score joins its slot's window."""
+        p_values = np.full(len(slots), np.nan)
+        levels = np.full(len(slots), NO_ALERT, dtype=np.int64)
+        if len(slots):
+            self._ensure_rows(int(slots.max()) + 1)
+        warmup = self.params.warmup
+        for row, (slot, ts, score) in enumerate(zip(slots.tolist(), ts_ms.tolist(), np.asarray(scores).tolist())):
             if math.isnan(score):
                 continue
-            slot = self._slot(key)
-            if self.count[slot] >= self.params.warmup:
+            if self.count[slot] >= warmup:
                 p_values[row] = p = self._p_value(slot, score)
                 levels[row] = self._level(slot, p)
             self._learn(slot, ts, score)
         return p_values, levels
-
     def _p_value(self, slot: int, score: float) -> float:
         n = int(min(self.count[slot], self.params.window))
         past = self.scores[slot, :n]
@@ -110,16 +116,16 @@ class CalibratedAlerting:
             return 0.0 if score32 > threshold else (1 + at_least) / (n + 1)
         return tail / (n + 1) * math.exp(-(float(score32) - threshold) / scale)
 
-    def _level(self, slot: int, p: float) -> str | None:
+    def _level(self, slot: int, p: float) -> int:
         gap = self.mean_gap_ms[slot]
         if not gap > 0.0:  # NaN or simultaneous events: no rate, no alert
-            return None
+            return NO_ALERT
         alert_p = self.params.budget_per_day * gap / MS_PER_DAY
-        level = None
-        for name, rarity in zip(self.level_names, self.level_rarities):  # ascending rarity: nested levels
+        level = NO_ALERT
+        for index, rarity in enumerate(self.level_rarities):  # ascending rarity: nested levels
             if p > alert_p / rarity:
                 break
-            level = name
+            level = index
         return level
 
     def _learn(self, slot: int, ts: int, score: float) -> None:
@@ -133,14 +139,20 @@ class CalibratedAlerting:
         self.last_ts[slot] = ts
         self.count[slot] = count + 1
 
+    def evict(self, slots: np.ndarray) -> None:
+        """Forget these slots: their next score starts a new window and a new rate estimate."""
+        slots = slots[slots < len(self.count)]
+        self.count[slots] = 0
+        self.last_ts[slots] = 0
+        self.mean_gap_ms[slots] = np.nan
+
     def state_bytes(self) -> int:
-        entities = len(self.slots)
-        return entities * (self.params.window * 4 + 8 + 8 + 8)
+        """The score windows, counters, times and gaps of the slots in use."""
+        return self.rows * (self.params.window * 4 + 8 + 8 + 8)
 
     def snapshot(self) -> dict[str, Any]:
-        n = len(self.slots)
+        n = self.rows
         return {
-            "keys": list(self.slots),
             "scores": self.scores[:n].copy(),
             "count": self.count[:n].copy(),
             "last_ts": self.last_ts[:n].copy(),
@@ -148,9 +160,16 @@ class CalibratedAlerting:
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        self.slots = {key: slot for slot, key in enumerate(state["keys"])}
+        n = len(state["count"])
+        self.rows = 0
+        self.scores = np.zeros((0, self.params.window), dtype=np.float32)
+        self.count = np.zeros(0, dtype=np.int64)
+        self.last_ts = np.zeros(0, dtype=np.int64)
+        self.mean_gap_ms = np.zeros(0)
+        self._ensure_rows(n)
+        self.rows = n
         # Copies: the snapshot may be restored again, and the windows are written in place.
-        self.scores = np.array(state["scores"], dtype=np.float32).reshape(len(self.slots), self.params.window)
-        self.count = np.array(state["count"], dtype=np.int64)
-        self.last_ts = np.array(state["last_ts"], dtype=np.int64)
-        self.mean_gap_ms = np.array(state["mean_gap_ms"], dtype=np.float64)
+        self.scores[:n] = np.asarray(state["scores"], dtype=np.float32).reshape(n, self.params.window)
+        self.count[:n] = np.asarray(state["count"], dtype=np.int64)
+        self.last_ts[:n] = np.asarray(state["last_ts"], dtype=np.int64)
+        self.mean_gap_ms[:n] = np.asarray(state["mean_gap_ms"], dtype=np.float64)

@@ -1,4 +1,4 @@
-"""APE: anomaly scores for events made of categorical entities (Chen et al., IJCAI 2016; outlier.md §3.5).
+"""APE: anomaly scores for events made of categorical entities (Chen et al., IJCAI 2016).
 
 The operator's ``fields`` are entity types (e.g. user, process, host). Each event's entities get
 embeddings, and the event's score is ``-log P(e) = -(S(e) + c)``, where ``S`` sums learned non-negative
@@ -24,50 +24,60 @@ entities are each common but never occur together scores high. One model per sha
 >>> pairs = [(f"u{i % 20}", f"h{i % 20 // 10}{i % 3}") for i in range(1500)]  # users 0-9 on h0*, 10-19 on h1*
 >>> pairs += [("u3", "h11"), ("u3", "h01")]
 >>> events = [Event("s", i, {"user": u, "host": h}, SourcePosition(file="f", line=i)) for i, (u, h) in enumerate(pairs)]
->>> batch = Batch(events)
+>>> batch = Batch.from_events(events, numeric=[], text=["user", "host"])
 >>> _ = op.process(batch)
 >>> scores = batch.scores["ape"]
 >>> bool(scores[-2] > np.nanmax(scores[1024:-2]) > scores[-1])  # u3 on a host of the other group stands out
 True
 >>> op.explain(batch, len(pairs) - 2)[1]
 ['user', 'host']
+
+References
+----------
+Chen, T., Tang, L.-A., Sun, Y., Chen, Z. and Zhang, K. (2016). Entity embedding-based anomaly detection
+for heterogeneous categorical events. *IJCAI*, 1396-1403.
+
+Gutmann, M. and Hyvärinen, A. (2010). Noise-contrastive estimation: a new estimation principle for
+unnormalized statistical models. *AISTATS*, 297-304.
+
+Duchi, J., Hazan, E. and Singer, Y. (2011). Adaptive subgradient methods for online learning and
+stochastic optimization. *JMLR* 12, 2121-2159.
 """
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+from collections.abc import Sequence
 
 import numpy as np
 
 from kernels.ape import ApeModel, HashedMarginal
 from operators.alerting import AlertingParams
-from operators.base import Batch, ScoringOperator
+from operators.base import ScoringOperator
+from operators.batch import Batch
+from operators.params import DEVICE_PATTERN, param
 
 MISSING = "<missing>"
 
 
 @dataclass
 class ApeParams:
-    """``dim``: embedding width; ``buckets``: embedding rows per entity type (the vocabulary bound: more
-    buckets, fewer hash collisions); ``noise_per_type``: noise events per observed event and type;
-    ``minibatch``: events per learning step; ``lr``: Adagrad learning rate; ``init_scale``: standard
-    deviation of the initial embeddings; ``marginal_half_life``: events after which a count in the noise
-    marginal weighs half; ``warmup``: events learned before events are scored; ``seed``: initial
-    embeddings and noise draws; ``device``: ``auto``, ``cpu`` or ``cuda``; ``alerting``: the false-alarm
-    budget and severity levels (:class:`operators.alerting.AlertingParams`)."""
+    """Parameters of :class:`ApeOperator`."""
 
-    dim: int = field(default=16, metadata={"min": 1})
-    buckets: int = field(default=8192, metadata={"min": 2})
-    noise_per_type: int = field(default=3, metadata={"min": 1})
-    minibatch: int = field(default=256, metadata={"min": 1})
-    lr: float = field(default=0.1, metadata={"min": 1e-9})
-    init_scale: float = field(default=0.1, metadata={"min": 0.0})
-    marginal_half_life: float = field(default=100_000.0, metadata={"min": 1.0})
-    warmup: int = field(default=2000, metadata={"min": 0})
-    seed: int = field(default=0, metadata={"min": 0})
-    device: str = "auto"
-    alerting: AlertingParams = field(default_factory=AlertingParams)
+    dim: int = param(16, "embedding width", min=1, max=4096)
+    buckets: int = param(8192, "embedding rows per entity type: the vocabulary bound (more buckets, fewer collisions)",
+                         min=2, max=2**26)
+    noise_per_type: int = param(3, "noise events per observed event and type", min=1, max=1000)
+    minibatch: int = param(256, "events per learning step", min=1, unit="events")
+    lr: float = param(0.1, "Adagrad learning rate", min=1e-9)
+    init_scale: float = param(0.1, "standard deviation of the initial embeddings", min=0.0)
+    marginal_half_life: float = param(100_000.0, "events after which a count in the noise marginal weighs half",
+                                      min=1.0, unit="events")
+    warmup: int = param(2000, "events learned before events are scored", min=0, unit="events")
+    seed: int = param(0, "seed of the initial embeddings and the noise draws", min=0)
+    device: str = param("auto", "where the kernel runs: auto, cpu, cuda or cuda:N", pattern=DEVICE_PATTERN)
+    alerting: AlertingParams = param(AlertingParams(), "the false-alarm budget and severity levels")
 
 
 def entity_buckets(type_name: str, value: Any, buckets: int) -> tuple[int, int]:
@@ -96,17 +106,25 @@ class ApeOperator(ScoringOperator):
         self.pairs = [(i, j) for i in range(n_types) for j in range(i + 1, n_types)]  # kernel's pair order
         self._pair_terms = np.empty((0, len(self.pairs)))  # per row of the batch being processed
 
+    @classmethod
+    def contract_cases(cls) -> list[tuple[list[str], ApeParams]]:
+        return [(["c0", "c1", "c2"], ApeParams(dim=4, buckets=64, minibatch=32, warmup=64, device="cpu",
+                                               alerting=AlertingParams(window=50, warmup=10, tail=5)))]
+
+    @property
+    def numeric_inputs(self) -> tuple[str, ...]:
+        return ()
+
+    @property
+    def text_inputs(self) -> tuple[str, ...]:
+        return self.fields
+
     def _entity_ids(self, batch: Batch) -> np.ndarray:
         ids = np.empty((len(batch), len(self.fields), 2), dtype=np.int64)
-        seen: dict[tuple[int, Any], tuple[int, int]] = {}  # values repeat within a batch
-        for row, event in enumerate(batch.events):
-            for t, type_name in enumerate(self.fields):
-                value = event.fields.get(type_name)
-                value = value if isinstance(value, str) else None
-                buckets = seen.get((t, value))
-                if buckets is None:
-                    buckets = seen[(t, value)] = entity_buckets(type_name, value, self.params.buckets)
-                ids[row, t] = buckets
+        for t, type_name in enumerate(self.fields):
+            values = batch.text(type_name).tolist()  # None where missing or not a string
+            buckets = {value: entity_buckets(type_name, value, self.params.buckets) for value in dict.fromkeys(values)}
+            ids[:, t] = np.array([buckets[value] for value in values], dtype=np.int64).reshape(len(values), 2)
         return ids
 
     def score(self, batch: Batch) -> np.ndarray:
@@ -140,29 +158,28 @@ class ApeOperator(ScoringOperator):
         terms = self._pair_terms[row]
         weakest = int(np.argmin(terms))
         a, b = (self.fields[t] for t in self.pairs[weakest])
-        fields = batch.events[row].fields
-        shown = [value if isinstance(value, str) else MISSING for value in (fields.get(a), fields.get(b))]
+        shown = [value if value is not None else MISSING for value in (batch.text(a)[row], batch.text(b)[row])]
         score = batch.scores[self.name][row]
         return (f"{a}={shown[0]} and {b}={shown[1]} are the least compatible pair of the event "
                 f"(pair term {terms[weakest]:.2f}, -log P {score:.2f})", [a, b])
 
-    def scorer_state(self) -> dict[str, Any]:
+    def snapshot(self) -> dict[str, Any]:
         return {
+            **super().snapshot(),
             "learned": self.learned,
             "pending": self.pending[: self.n_pending].copy(),
-            "counts": self.marginal.counts.copy(),
-            "second": self.marginal.second.copy(),
-            **self.model.state(),
+            "marginal": self.marginal.snapshot(),
+            "model": self.model.snapshot(),
         }
 
-    def load_scorer_state(self, state: dict[str, Any]) -> None:
+    def restore(self, state: dict[str, Any]) -> None:
+        super().restore(state)
         self.learned = int(state["learned"])
         pending = np.asarray(state["pending"], dtype=np.int64).reshape(-1, len(self.fields), 2)
         self.n_pending = len(pending)
         self.pending[: self.n_pending] = pending
-        self.marginal.counts = np.asarray(state["counts"], dtype=np.float64).reshape(self.marginal.counts.shape).copy()
-        self.marginal.second = np.asarray(state["second"], dtype=np.int32).reshape(self.marginal.second.shape).copy()
-        self.model.load_state(state)
+        self.marginal.restore(state["marginal"])
+        self.model.restore(state["model"])
 
-    def scorer_bytes(self) -> int:
-        return self.model.nbytes() + self.marginal.nbytes() + self.pending.nbytes
+    def state_bytes(self) -> int:
+        return super().state_bytes() + self.model.state_bytes() + self.marginal.state_bytes() + self.pending.nbytes

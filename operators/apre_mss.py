@@ -1,6 +1,6 @@
 """Streaming MSS-APRE outlier scoring: a probabilistic autoencoder and mean-shift targets, refit online.
 
-The method is MSS-PAE (Tan et al.; research note outlier.md §1): a probabilistic autoencoder f outputs
+The method is MSS-PAE (Tan et al., references below): a probabilistic autoencoder f outputs
 a mean and a variance per field, and an event x scores
 
     APRE_{alpha,beta}( f(x_std), x_MS )
@@ -37,7 +37,7 @@ score high. The authors' k = 65 was tuned for about 3900 reference points (1.7 %
 scale k down (k = 16 for 1024 events scored ROC-AUC 0.96 on the clustered stream of the tests, k = 65
 0.89, where plain APRE scored 1.0). Mean shift pays off on outliers the autoencoder reconstructs well.
 
-Memory per model is fixed once it has been fit (see :meth:`ApreMssOperator.scorer_bytes`).
+Memory per model is fixed once it has been fit (see :meth:`ApreMssOperator.models_bytes`).
 
 Normal events below lie on a circle (in four correlated fields); the last one lies inside it, in the
 plane the autoencoder reconstructs well (a "false inlier"). Mean-shift scoring ranks it near the top,
@@ -48,24 +48,37 @@ plain APRE among ordinary events:
 >>> c, s = np.cos(angle := rng.uniform(0, 2 * np.pi, 600)), np.sin(angle)
 >>> rows = np.column_stack([c, s, c + s, c - s]) + 0.05 * rng.normal(size=(600, 4))
 >>> rows = np.vstack([rows, [0.5, 0.0, 0.5, 0.5]])
->>> events = [Event("h", i, dict(zip("abcd", map(float, row))), SourcePosition(file="f", line=i))
-...           for i, row in enumerate(rows)]
+>>> batch = Batch.from_events([Event("h", i, dict(zip("abcd", map(float, row))), SourcePosition(file="f", line=i))
+...                             for i, row in enumerate(rows)])
 >>> def scores(**variant):
 ...     params = ApreMssParams(buffer_size=256, warmup=256, refit_every=128, epochs=300, refit_epochs=30,
 ...                            k=16, lr=0.01, device="cpu", **variant)
-...     return ApreMssOperator.from_config("outlier", list("abcd"), params).score(Batch(events))
+...     return ApreMssOperator.from_config("outlier", list("abcd"), params).score(batch)
 >>> mss, plain = scores(), scores(mean_shift=False)
 >>> int(np.isnan(mss).sum())  # warm-up
 256
 >>> share_above = lambda score: float(np.mean(score[256:-1] > score[-1]))
 >>> share_above(mss) < 0.02, share_above(plain) > 0.3
 (True, True)
+
+References
+----------
+Tan, X., Yang, J., Chen, J., Rahardja, S. and Rahardja, S. (2025). MSS-PAE: Saving autoencoder-based
+outlier detection from unexpected reconstruction. *Pattern Recognition* 163, 111467 (arXiv 2304.00709).
+
+Yang, J., Rahardja, S. and Fränti, P. (2018). Mean-shift outlier detection. *FSDM*.
+
+Comaniciu, D. and Meer, P. (2002). Mean shift: a robust approach toward feature space analysis. *IEEE
+TPAMI* 24(5), 603-619.
+
+Vitter, J. S. (1985). Random sampling with a reservoir. *ACM TOMS* 11(1), 37-57.
 """
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -76,8 +89,11 @@ from kernels.device import select_device
 from kernels.mean_shift import shift_queries, shift_reference
 from kernels.profiling import timed
 from kernels.reservoir import ReferenceBuffer
+from kernels.state import Stateful, tensor_bytes
 from operators.alerting import AlertingParams
-from operators.base import Batch, ScoringOperator
+from operators.base import ScoringOperator
+from operators.batch import Batch
+from operators.params import DEVICE_PATTERN, param
 
 SCORE_BLOCK = 64  # rows per scoring call; a multiple of 64 keeps element-wise kernels free of scalar tails
 TOP_FIELDS = 3  # fields named by explain()
@@ -85,63 +101,37 @@ TOP_FIELDS = 3  # fields named by explain()
 
 @dataclass
 class ApreMssParams:
-    """Configuration of :class:`ApreMssOperator` (defaults in brackets).
+    """Parameters of :class:`ApreMssOperator`."""
 
-    * ``scope`` ["shard"]: ``shard``, one model for the operator instance (its shard); ``group``, one model
-      per ``Event.group`` value, events without a group using the shard model.
-    * ``max_groups`` [64]: with ``scope = "group"``, at most this many group models, given to the first
-      groups seen (in stream order) with a valid event. Events of later groups are scored by, and train,
-      the shard model; models are never evicted, so memory stays bounded by ``max_groups + 1`` models.
-    * ``buffer`` ["reservoir"]: ``reservoir``, a uniform sample of every event seen (seeded Algorithm R);
-      ``window``, the last ``buffer_size`` events (adapts to drift, forgets the past).
-    * ``buffer_size`` [2048]: events in the reference buffer (the training set and mean-shift reference).
-    * ``warmup`` [512]: valid events before the first fit; they score NaN.
-    * ``refit_every`` [1024]: valid events between refits; 0 never refits after the first fit.
-    * ``epochs`` [1000]: full-batch Adam epochs of the first fit.
-    * ``refit_epochs`` [100]: epochs of each later refit, warm-started from the current weights *and*
-      the current Adam moments (one long optimisation over a slowly changing training set, without the
-      first-step jolt of a restarted Adam). 0 refits only the z-scoring and the reference set.
-    * ``lr`` [1e-3]: Adam's learning rate (the authors'), constant: no step decay in a stream.
-    * ``k`` [32]: mean-shift neighbours (the point and k - 1 reference points), capped at the number of
-      events in the buffer at fit time. 32 of a 2048-event buffer is about the authors' share (k = 65 of
-      the ~3,900 training rows of optdigits); a larger share blurs the reference and pulls normal edge
-      events inward.
-    * ``iterations`` [1]: mean-shift steps m.
-    * ``alpha`` [0.5], ``beta`` [2.0]: APRE weights of the normalised error and of the log-variance when
-      scoring (training uses 1 and 1, as the authors do).
-    * ``probabilistic`` [true]: false uses the plain autoencoder and the squared error (the MSE baseline).
-    * ``mean_shift`` [true]: false scores against the event itself (plain APRE, or plain MSE).
-    * ``seed`` [0]: seeds model initialisation and the reservoir; group models derive theirs from it
-      and the group name.
-    * ``device`` ["auto"]: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (:func:`kernels.device.select_device`).
-    * ``alerting``: the false-alarm budget and severity levels (:class:`operators.alerting.AlertingParams`).
-    """
-
-    scope: Literal["shard", "group"] = "shard"
-    max_groups: int = field(default=64, metadata={"min": 0})
-    buffer: Literal["reservoir", "window"] = "reservoir"
-    buffer_size: int = field(default=2048, metadata={"min": 2})
-    warmup: int = field(default=512, metadata={"min": 2})
-    refit_every: int = field(default=1024, metadata={"min": 0})
-    epochs: int = field(default=1000, metadata={"min": 0})
-    refit_epochs: int = field(default=100, metadata={"min": 0})
-    lr: float = field(default=1e-3, metadata={"min": 0.0})
-    k: int = field(default=32, metadata={"min": 2})
-    iterations: int = field(default=1, metadata={"min": 1})
-    alpha: float = field(default=0.5, metadata={"min": 0.0})
-    beta: float = field(default=2.0, metadata={"min": 0.0})
-    probabilistic: bool = True
-    mean_shift: bool = True
-    seed: int = field(default=0, metadata={"min": 0})
-    device: str = "auto"
-    alerting: AlertingParams = field(default_factory=AlertingParams)
+    scope: Literal["shard", "group"] = param(
+        "shard", "shard: one model for the operator's shard; group: one model per event group (events without a "
+                 "group use the shard model)", choices=("shard", "group"))
+    max_groups: int = param(64, "with scope = group, at most this many group models, given to the first groups seen; "
+                                "later groups use the shard model (models are never evicted)", min=0, max=100_000)
+    buffer: Literal["reservoir", "window"] = param(
+        "reservoir", "reservoir: a seeded uniform sample of every event seen; window: the last buffer_size events",
+        choices=("reservoir", "window"))
+    buffer_size: int = param(2048, "events in the reference buffer (the training set and mean-shift reference)",
+                             min=2, max=10_000_000, unit="events")
+    warmup: int = param(512, "valid events before the first fit; they score NaN", min=2, unit="events")
+    refit_every: int = param(1024, "valid events between refits; 0 never refits after the first fit", min=0, unit="events")
+    epochs: int = param(1000, "full-batch Adam epochs of the first fit", min=0, max=1_000_000)
+    refit_epochs: int = param(100, "epochs of each later refit, warm-started from the current weights and Adam moments; "
+                                   "0 refits only the z-scoring and the reference set", min=0, max=1_000_000)
+    lr: float = param(1e-3, "Adam's learning rate (the authors'), constant", min=0.0, max=10.0)
+    k: int = param(32, "mean-shift neighbours (the point and k - 1 reference points), capped at the buffer's events "
+                       "at fit time; 32 of 2048 is about the authors' share", min=2)
+    iterations: int = param(1, "mean-shift steps m", min=1, max=100)
+    alpha: float = param(0.5, "APRE weight of the normalised error when scoring (training uses 1)", min=0.0)
+    beta: float = param(2.0, "APRE weight of the log-variance when scoring (training uses 1)", min=0.0)
+    probabilistic: bool = param(True, "false: the plain autoencoder and the squared error (the MSE baseline)")
+    mean_shift: bool = param(True, "false: score against the event itself (plain APRE, or plain MSE)")
+    seed: int = param(0, "seeds model initialisation and the reservoir; group models derive theirs from it", min=0)
+    device: str = param("auto", "where the model runs: auto, cpu, cuda or cuda:N", pattern=DEVICE_PATTERN)
+    alerting: AlertingParams = param(AlertingParams(), "the false-alarm budget and severity levels")
 
 
-def _tensor_bytes(tensors) -> int:
-    return sum(t.element_size() * t.nelement() for t in tensors)
-
-
-class ApreMssModel:
+class ApreMssModel(Stateful):
     """One model: reference buffer, autoencoder, Adam, frozen z-scoring and mean-shift reference.
 
     ``process(x)`` scores the rows of ``x`` (all finite) in order, learning from them and refitting at
@@ -243,17 +233,17 @@ class ApreMssModel:
             self.fits += 1
             self.last_fit = self.buffer.seen
 
-    def nbytes(self) -> int:
+    def state_bytes(self) -> int:
         """Buffer, reference steps, parameters, optimiser state and z-scoring, as held now."""
         optimiser_tensors = [v for state in self.optimiser.state.values() for v in state.values() if torch.is_tensor(v)]
-        return (self.buffer.nbytes() + _tensor_bytes([self.steps, self.mean, self.scale])
-                + _tensor_bytes(self.model.parameters()) + _tensor_bytes(optimiser_tensors))
+        return (self.buffer.state_bytes() + tensor_bytes([self.steps, self.mean, self.scale])
+                + tensor_bytes(self.model.parameters()) + tensor_bytes(optimiser_tensors))
 
-    def state(self) -> dict[str, Any]:
+    def snapshot(self) -> dict[str, Any]:
         copy = lambda t: t.detach().cpu().numpy().copy()  # noqa: E731 - never a view of live tensors
         optimiser_state = self.optimiser.state_dict()["state"]
         return {
-            "buffer": self.buffer.state(),
+            "buffer": self.buffer.snapshot(),
             "fits": self.fits,
             "last_fit": self.last_fit,
             "k": self.k,
@@ -268,9 +258,9 @@ class ApreMssModel:
             ],
         }
 
-    def load_state(self, state: dict[str, Any]) -> None:
+    def restore(self, state: dict[str, Any]) -> None:
         tensor = lambda a, dtype: torch.tensor(np.asarray(a), dtype=dtype, device=self.device)  # noqa: E731 - a copy
-        self.buffer.load_state(state["buffer"])
+        self.buffer.restore(state["buffer"])
         self.fits, self.last_fit, self.k = int(state["fits"]), int(state["last_fit"]), int(state["k"])
         self.mean, self.scale = tensor(state["mean"], torch.float64), tensor(state["scale"], torch.float64)
         self.reference_rows = int(state["reference_rows"])
@@ -309,6 +299,14 @@ class ApreMssOperator(ScoringOperator):
         self._contributions = np.empty((0, len(self.fields)))
         self._expected = np.empty((0, len(self.fields)))
 
+    @classmethod
+    def contract_cases(cls) -> list[tuple[list[str], ApreMssParams]]:
+        fields, small = ["x0", "x1", "x2"], dict(buffer_size=64, warmup=32, refit_every=48, epochs=10, refit_epochs=2, k=8,
+                                                  lr=0.01, device="cpu", alerting=AlertingParams(window=50, warmup=10, tail=5))
+        return [(fields, ApreMssParams(**small)),
+                (fields, ApreMssParams(**small, buffer="window", probabilistic=False, iterations=2)),
+                (fields, ApreMssParams(**small, mean_shift=False, scope="group", max_groups=1))]
+
     @property
     def variant(self) -> str:
         p = self.params
@@ -338,8 +336,9 @@ class ApreMssOperator(ScoringOperator):
         self._expected = np.full((n, d), np.nan)
         valid = np.isfinite(x).all(axis=1)
         rows_of: dict[str | None, list[int]] = {}
+        groups = batch.group
         for row in np.flatnonzero(valid).tolist():  # in stream order, so group models go to the first groups seen
-            key = self._model_key(batch.events[row].group)
+            key = self._model_key(groups[row])
             self._model(key)
             rows_of.setdefault(key, []).append(row)
         for key, rows in rows_of.items():
@@ -350,29 +349,32 @@ class ApreMssOperator(ScoringOperator):
         contributions = self._contributions[row]
         order = np.argsort(-contributions, kind="stable")[: min(TOP_FIELDS, len(self.fields))]
         names = [self.fields[j] for j in order]
-        event = batch.events[row]
-        parts = [f"{self.fields[j]}={event.fields[self.fields[j]]:g} (expected about {self._expected[row, j]:.3g}, "
+        parts = [f"{self.fields[j]}={batch.column(self.fields[j])[row]:g} (expected about {self._expected[row, j]:.3g}, "
                  f"contributes {contributions[j]:.3g})" for j in order]
         score = batch.scores[self.name][row]
         return f"{self.variant} score {score:.3g}; largest per-field contributions: {', '.join(parts)}", names
 
-    def scorer_state(self) -> dict[str, Any]:
-        return {"models": [{"group": key, **model.state()} for key, model in self.models.items()]}
+    def snapshot(self) -> dict[str, Any]:
+        return {**super().snapshot(), "models": [{"group": key, **model.snapshot()} for key, model in self.models.items()]}
 
-    def load_scorer_state(self, state: dict[str, Any]) -> None:
+    def restore(self, state: dict[str, Any]) -> None:
+        super().restore(state)
         self.models = {}
         for entry in state["models"]:
-            self._model(entry["group"]).load_state(entry)
+            self._model(entry["group"]).restore(entry)
 
-    def scorer_bytes(self) -> int:
+    def state_bytes(self) -> int:
+        return super().state_bytes() + self.models_bytes()
+
+    def models_bytes(self) -> int:
         """Per model, once fit: ``buffer_size*d*8`` (buffer, float64) + ``m*buffer_size*d*4`` (reference steps,
         float32; 0 without mean shift) + ``3*P*4`` (parameters and two Adam moments, float32) + ``4*T`` (Adam
         step counters, T parameter tensors) + ``2*d*8`` (z-scoring); before its first fit, no Adam state."""
-        return sum(model.nbytes() for model in self.models.values())
+        return sum(model.state_bytes() for model in self.models.values())
 
 
-def scorer_bytes_bound(d: int, params: ApreMssParams) -> int:
-    """The most :meth:`ApreMssOperator.scorer_bytes` can reach for ``d`` fields (``max_groups + 1`` models
+def models_bytes_bound(d: int, params: ApreMssParams) -> int:
+    """The most :meth:`ApreMssOperator.models_bytes` can reach for ``d`` fields (``max_groups + 1`` models
     with group scope, one with shard scope)."""
     with torch.random.fork_rng(devices=[]):
         model = AutoEncoder(d, params.probabilistic)

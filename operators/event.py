@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timedelta, timezone
-from typing import Annotated, Union
+from typing import Annotated
 
 import msgspec
 
-FieldValue = Union[float, str]
-Label = Union[str, int, bool, None]
+FieldValue = float | str
+Label = str | int | bool | None
 
 
 class SourcePosition(msgspec.Struct, frozen=True, omit_defaults=True):

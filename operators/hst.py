@@ -1,4 +1,4 @@
-"""Per-entity Half-Space Trees outlier scoring with river's ``anomaly.HalfSpaceTrees`` (outlier.md §3.3).
+"""Per-entity Half-Space Trees outlier scoring with river's ``anomaly.HalfSpaceTrees``.
 
 Every entity (event ``key``) gets its own river ``HalfSpaceTrees``; scores are exactly river's
 ``score_one`` (1 - normalised reference mass, in [0, 1], higher is more anomalous), computed by river
@@ -41,12 +41,18 @@ then learn-then-score over X.
 ...                               limits={"x": [0.0, 1.0]}, order="learn_then_score")
 >>> op = HalfSpaceTreesOperator.from_config("hst", ["x"], params)
 >>> X = [0.5, 0.45, 0.43, 0.44, 0.445, 0.45, 0.0]
->>> batch = Batch([Event("a", i, {"x": x}, SourcePosition(file="f", line=i)) for i, x in enumerate(X[:3] + X)])
+>>> batch = Batch.from_events([Event("a", i, {"x": x}, SourcePosition(file="f", line=i)) for i, x in enumerate(X[:3] + X)])
 >>> _ = op.process(batch)
 >>> [round(s, 3) for s in batch.scores["hst"][3:].tolist()]
 [0.107, 0.071, 0.107, 0.107, 0.107, 0.071, 0.853]
 >>> op.explain(batch, len(batch) - 1)
 ('x=0 lies where the reference window is sparse: isolated by x in 5 of 5 trees (score 0.853)', ['x'])
+
+References
+----------
+Tan, S. C., Ting, K. M. and Liu, T. F. (2011). Fast anomaly detection for streaming data. *IJCAI*, 1511-1516.
+
+Montiel, J. et al. (2021). River: machine learning for streaming data in Python. *JMLR* 22(110), 1-8.
 """
 from __future__ import annotations
 
@@ -54,16 +60,19 @@ import gc
 import hashlib
 import math
 import sys
-import types
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+from collections.abc import Sequence
 
 import numpy as np
 from river.anomaly import HalfSpaceTrees
 from river.tree.padded import PaddedBranch, PaddedLeaf
 
 from operators.alerting import AlertingParams
-from operators.base import Batch, ScoringOperator
+from operators.base import ScoringOperator
+from operators.batch import Batch
+from operators.params import ParamError, param
+from operators.plain_state import object_bytes
 
 ORDERS = ("score_then_learn", "learn_then_score")
 _HUGE = 1e307  # learned limits are clipped here, so that high - low stays finite
@@ -71,26 +80,22 @@ _HUGE = 1e307  # learned limits are clipped here, so that high - low stays finit
 
 @dataclass
 class HalfSpaceTreesParams:
-    """``n_trees``, ``height``, ``window_size``: river's parameters (a tree of height h has 2**(h+1) - 1
-    nodes; masses are counted over windows of ``window_size`` events per entity); ``seed``: the seed of
-    the trees' random splits; ``per_entity_seed``: derive each entity's seed from (seed, key), or use
-    ``seed`` for every entity; ``limits``: ``field = [low, high]``, the range scaled to [0, 1] for every
-    entity (fields not listed get per-entity limits from their first window); ``limits_margin``: how far
-    learned limits extend beyond the first window's range, as a fraction of that range (1: the range is
-    the middle third of the limits, close to the work ranges of Tan et al. 2011, so values beyond it fall in
-    sparsely populated cells; HST cannot tell values beyond the outermost splits apart); ``order``:
-    ``score_then_learn`` (causal) or ``learn_then_score`` (river's documented example); ``alerting``:
-    the false-alarm budget and severity levels (:class:`operators.alerting.AlertingParams`)."""
+    """Parameters of :class:`HalfSpaceTreesOperator`."""
 
-    n_trees: int = field(default=10, metadata={"min": 1})
-    height: int = field(default=8, metadata={"min": 1, "max": 20})
-    window_size: int = field(default=250, metadata={"min": 1})
-    seed: int = field(default=0, metadata={"min": 0})
-    per_entity_seed: bool = True
-    limits: dict[str, list[float]] = field(default_factory=dict)
-    limits_margin: float = field(default=1.0, metadata={"min": 0.0})
-    order: Literal["score_then_learn", "learn_then_score"] = "score_then_learn"
-    alerting: AlertingParams = field(default_factory=AlertingParams)
+    n_trees: int = param(10, "river's n_trees: trees per entity", min=1, max=1000)
+    height: int = param(8, "river's height: a tree of height h has 2**(h+1) - 1 nodes", min=1, max=20)
+    window_size: int = param(250, "river's window_size: masses are counted over windows of this many events per entity",
+                             min=1, unit="events")
+    seed: int = param(0, "seed of the trees' random splits", min=0)
+    per_entity_seed: bool = param(True, "derive each entity's seed from (seed, key); false: every entity uses seed")
+    limits: dict[str, list[float]] = param({}, "field = [low, high]: the range scaled to [0, 1] for every entity "
+                                               "(fields not listed get per-entity limits from their first window)")
+    limits_margin: float = param(1.0, "how far learned limits extend beyond the first window's range, as a fraction of "
+                                      "that range (1: the range is the middle third, close to Tan et al.'s work ranges)",
+                                 min=0.0, max=1e6)
+    order: Literal["score_then_learn", "learn_then_score"] = param(
+        "score_then_learn", "score_then_learn (causal) or learn_then_score (river's documented example)", choices=ORDERS)
+    alerting: AlertingParams = param(AlertingParams(), "the false-alarm budget and severity levels")
 
 
 def entity_seed(seed: int, key: str) -> int:
@@ -121,15 +126,15 @@ def learned_limits(values: Sequence[float], margin: float) -> tuple[float, float
 class _Entity:
     """One key's state: its river model (None until its limits are known) or its buffered events."""
 
-    __slots__ = ("model", "limits", "low", "width", "pending", "generation")
+    __slots__ = ("key", "model", "limits", "low", "width", "pending")
 
-    def __init__(self) -> None:
+    def __init__(self, key: str) -> None:
+        self.key = key
         self.model: HalfSpaceTrees | None = None
         self.limits: list[tuple[float, float]] = []
         self.low: list[float] = []
         self.width: list[float] = []
         self.pending: list[list[float]] = []
-        self.generation = 0  # reference windows completed since this process built or restored it
 
 
 class HalfSpaceTreesOperator(ScoringOperator):
@@ -139,72 +144,75 @@ class HalfSpaceTreesOperator(ScoringOperator):
         super().__init__(name, fields, params)
         if not self.fields:
             raise ValueError("HalfSpaceTrees needs at least one field")
-        for key, value in {"n_trees": params.n_trees, "height": params.height, "window_size": params.window_size}.items():
-            if value < 1:
-                raise ValueError(f"{key} must be at least 1, got {value}")
-        if params.order not in ORDERS:
-            raise ValueError(f"order must be one of {ORDERS}, got {params.order!r}")
-        if not (params.limits_margin >= 0.0 and math.isfinite(params.limits_margin)):
-            raise ValueError(f"limits_margin must be a finite number >= 0, got {params.limits_margin}")
         unknown = sorted(set(params.limits) - set(self.fields))
         if unknown:
-            raise ValueError(f"limits given for fields the operator does not read: {', '.join(unknown)}")
+            raise ParamError(f"limits.{unknown[0]}", "given for a field the operator does not read")
         self.fixed: dict[int, tuple[float, float]] = {}
         for col, name_ in enumerate(self.fields):
             if name_ in params.limits:
                 bounds = [float(b) for b in params.limits[name_]]
                 if len(bounds) != 2 or not (math.isfinite(bounds[0]) and math.isfinite(bounds[1]) and bounds[0] < bounds[1]):
-                    raise ValueError(f"limits.{name_} must be [low, high] with finite low < high, got {params.limits[name_]}")
+                    raise ParamError(f"limits.{name_}", f"must be [low, high] with finite low < high, got {params.limits[name_]}")
                 self.fixed[col] = (bounds[0], bounds[1])
         # Trees are built once the limits are known: at the first event, or after a window when some are learned.
         self._build_after = 1 if len(self.fixed) == len(self.fields) else params.window_size
         self._learn_first = params.order == "learn_then_score"
-        self.entities: dict[str, _Entity] = {}
-        self._rows: list[tuple[_Entity, int, dict[str, float]] | None] = []  # per row of the batch being processed
+        self.entities: dict[int, _Entity] = {}  # by entity slot
+        # Per row of the batch being processed: [entity, scaled x, isolating splits (None: not frozen yet)].
+        self._rows: list[list | None] = []
+        self._unexplained: dict[int, list[int]] = {}  # id(entity) -> its scored rows whose splits are not frozen yet
         self._model_bytes: int | None = None
+
+    @classmethod
+    def contract_cases(cls) -> list[tuple[list[str], HalfSpaceTreesParams]]:
+        alerting = AlertingParams(window=50, warmup=10, tail=5)
+        return [(["x0", "x1"], HalfSpaceTreesParams(n_trees=3, height=3, window_size=10, alerting=alerting)),
+                (["x0", "x2"], HalfSpaceTreesParams(n_trees=3, height=3, window_size=10, order="learn_then_score",
+                                                    limits={"x0": [-20.0, 150.0]}, alerting=alerting))]
 
     # ---- scoring ----
 
     def score(self, batch: Batch) -> np.ndarray:
         values = batch.matrix(self.fields)
-        usable = np.isfinite(values).all(axis=1).tolist()
+        usable = np.isfinite(values).all(axis=1)
         rows = values.tolist()
+        slots, keys = batch.slots.tolist(), batch.keys
         scores = np.full(len(batch), np.nan)
         self._rows = [None] * len(batch)
+        self._unexplained = {}
         entities = self.entities
-        for i, event in enumerate(batch.events):
-            if not usable[i]:
-                continue
-            entity = entities.get(event.key)
+        for i in np.flatnonzero(usable).tolist():
+            entity = entities.get(slots[i])
             if entity is None:
-                entity = entities[event.key] = _Entity()
+                entity = entities[slots[i]] = _Entity(keys[i])
             raw = rows[i]
             x = None if entity.model is None else self._scaled(entity, raw)  # limits known: scale once
             if self._learn_first:
-                self._learn(entity, event.key, raw, x)
+                self._learn(entity, raw, x)
             model = entity.model
             if model is not None and not model._first_window:
                 if x is None:
                     x = self._scaled(entity, raw)
                 scores[i] = model.score_one(x)
-                self._rows[i] = (entity, entity.generation, x)
+                self._rows[i] = [entity, x, None]
+                self._unexplained.setdefault(id(entity), []).append(i)
             if not self._learn_first:
-                self._learn(entity, event.key, raw, x)
+                self._learn(entity, raw, x)
         return scores
 
     def _scaled(self, entity: _Entity, raw: list[float]) -> dict[str, float]:
         return {name: (value - low) / width for name, value, low, width in zip(self.fields, raw, entity.low, entity.width)}
 
-    def _learn(self, entity: _Entity, key: str, raw: list[float], x: dict[str, float] | None = None) -> None:
+    def _learn(self, entity: _Entity, raw: list[float], x: dict[str, float] | None = None) -> None:
         model = entity.model
         if model is None:
             entity.pending.append(raw)
             if len(entity.pending) >= self._build_after:
-                self._build(entity, key)
+                self._build(entity)
             return
+        if model.counter + 1 == model.window_size:  # this event completes the window: reference masses change
+            self._freeze_explanations(entity)
         model.learn_one(self._scaled(entity, raw) if x is None else x)
-        if model.counter == 0:
-            entity.generation += 1
 
     def _new_model(self, key: str) -> HalfSpaceTrees:
         p = self.params
@@ -216,30 +224,32 @@ class HalfSpaceTreesOperator(ScoringOperator):
         entity.low = [low for low, _ in limits]
         entity.width = [high - low for low, high in limits]
 
-    def _build(self, entity: _Entity, key: str) -> None:
+    def _build(self, entity: _Entity) -> None:
         """Fix the entity's limits, create its river model and let it learn the buffered events in order."""
         pending = entity.pending
         limits = []
         for col in range(len(self.fields)):
             fixed = self.fixed.get(col)
-            limits.append(fixed if fixed is not None else learned_limits([row[col] for row in pending], self.params.limits_margin))
+            if fixed is None:
+                fixed = learned_limits([row[col] for row in pending], self.params.limits_margin)
+            limits.append(fixed)
         self._set_limits(entity, limits)
-        entity.model = self._new_model(key)
+        entity.model = self._new_model(entity.key)
         entity.pending = []
         for raw in pending:
-            self._learn(entity, key, raw)
+            self._learn(entity, raw)
 
     # ---- explanation ----
 
-    def explain(self, batch: Batch, row: int) -> tuple[str, list[str]]:
-        """The fields whose splits isolate the event: in each tree, the split that leads the event into the
-        first node with reference mass below river's size limit (where river's scoring stops)."""
-        score = float(batch.scores[self.name][row])
-        recorded = self._rows[row] if row < len(self._rows) else None
-        if recorded is None:
-            return f"the event was not scored (score {score:.3g})", list(self.fields)
-        entity, generation, x = recorded
-        model = entity.model
+    def _freeze_explanations(self, entity: _Entity) -> None:
+        """Record the isolating splits of the entity's rows scored so far in this batch, before the reference
+        window they were scored against is replaced, so an explanation never depends on batch boundaries."""
+        for row in self._unexplained.pop(id(entity), ()):
+            self._rows[row][2] = self._isolating_splits(entity.model, self._rows[row][1])
+
+    def _isolating_splits(self, model: HalfSpaceTrees, x: dict[str, float]) -> dict[str, int]:
+        """Per field, the trees in which the field's split leads x into the first node with reference mass below
+        river's size limit (where river's scoring stops)."""
         counts = dict.fromkeys(self.fields, 0)
         size_limit, height = 0.1 * model.window_size, model.height
         for node in model.trees:
@@ -254,25 +264,49 @@ class HalfSpaceTreesOperator(ScoringOperator):
                     split = None
             if split is not None:
                 counts[split] += 1
-        event_fields = batch.events[row].fields
-        shown = ", ".join(f"{name}={event_fields[name]:g}" for name in self.fields)
+        return counts
+
+    def explain(self, batch: Batch, row: int) -> tuple[str, list[str]]:
+        """The fields whose splits isolate the event in the reference window it was scored against."""
+        score = float(batch.scores[self.name][row])
+        recorded = self._rows[row] if row < len(self._rows) else None
+        if recorded is None:
+            return f"the event was not scored (score {score:.3g})", list(self.fields)
+        entity, x, counts = recorded
+        if counts is None:  # the entity's reference window has not changed since the row was scored
+            counts = self._isolating_splits(entity.model, x)
+        shown = ", ".join(f"{name}={batch.column(name)[row]:g}" for name in self.fields)
         ranked = sorted((name for name in self.fields if counts[name]), key=lambda name: -counts[name])
-        stale = "" if generation == entity.generation else "; splits read with the reference window that followed"
         if not ranked:
             return (f"{shown} has low reference mass along its paths, though no tree isolates it "
-                    f"(score {score:.3f}{stale})", list(self.fields))
+                    f"(score {score:.3f})", list(self.fields))
         top = counts[ranked[0]]
         chosen = [name for name in ranked if 2 * counts[name] >= top]
         by = ", ".join(f"{name} in {counts[name]}" for name in ranked)
-        return (f"{shown} lies where the reference window is sparse: isolated by {by} of {len(model.trees)} trees "
-                f"(score {score:.3f}{stale})", chosen)
+        return (f"{shown} lies where the reference window is sparse: isolated by {by} of {self.params.n_trees} trees "
+                f"(score {score:.3f})", chosen)
 
     # ---- state ----
 
-    def scorer_state(self) -> dict[str, Any]:
+    def evict(self, slots: np.ndarray) -> None:
+        super().evict(slots)
+        for slot in slots.tolist():
+            self.entities.pop(slot, None)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {**super().snapshot(), "trees": self._trees_snapshot()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        super().restore(state)
+        self._trees_restore(state["trees"])
+
+    def state_bytes(self) -> int:
+        return super().state_bytes() + self.trees_bytes()
+
+    def _trees_snapshot(self) -> dict[str, Any]:
         # A model is created by _build, which lets it learn at once, so every model has its trees.
-        built = [(key, e) for key, e in self.entities.items() if e.model is not None]
-        waiting = [(key, e) for key, e in self.entities.items() if e.model is None]
+        built = [(slot, e) for slot, e in self.entities.items() if e.model is not None]
+        waiting = [(slot, e) for slot, e in self.entities.items() if e.model is None]
         n_trees, height = self.params.n_trees, self.params.height
         n_nodes, n_branches = 2 ** (height + 1) - 1, 2**height - 1
         column = {name: col for col, name in enumerate(self.fields)}
@@ -293,7 +327,8 @@ class HalfSpaceTreesOperator(ScoringOperator):
             limits[i] = entity.limits
         return {
             "fields": list(self.fields),
-            "keys": [key for key, _ in built],
+            "slots": np.array([slot for slot, _ in built], dtype=np.int64),
+            "keys": [e.key for _, e in built],
             "limits": limits,
             "counter": np.array([e.model.counter for _, e in built], dtype=np.int64),
             "first_window": np.array([e.model._first_window for _, e in built], dtype=bool),
@@ -301,18 +336,19 @@ class HalfSpaceTreesOperator(ScoringOperator):
             "threshold": threshold,
             "l_mass": l_mass,
             "r_mass": r_mass,
-            "pending_keys": [key for key, _ in waiting],
+            "pending_slots": np.array([slot for slot, _ in waiting], dtype=np.int64),
+            "pending_keys": [e.key for _, e in waiting],
             "pending": [np.array(e.pending, dtype=np.float64).reshape(-1, len(self.fields)) for _, e in waiting],
         }
 
-    def load_scorer_state(self, state: dict[str, Any]) -> None:
+    def _trees_restore(self, state: dict[str, Any]) -> None:
         if list(state["fields"]) != list(self.fields):
             raise ValueError(f"snapshot is for fields {list(state['fields'])}, the operator reads {list(self.fields)}")
         n_trees, height = self.params.n_trees, self.params.height
         n_nodes, n_branches = 2 ** (height + 1) - 1, 2**height - 1
         keys = list(state["keys"])
-        feature = np.asarray(state["feature"]).reshape(len(keys), -1)
-        if feature.shape[1] != n_trees * n_branches or np.asarray(state["l_mass"]).size != len(keys) * n_trees * n_nodes:
+        feature = np.asarray(state["feature"])
+        if feature.size != len(keys) * n_trees * n_branches or np.asarray(state["l_mass"]).size != len(keys) * n_trees * n_nodes:
             raise ValueError("snapshot trees do not match n_trees and height")
         threshold = np.asarray(state["threshold"], dtype=np.float64).reshape(len(keys), n_trees, n_branches)
         feature = feature.reshape(len(keys), n_trees, n_branches)
@@ -325,19 +361,20 @@ class HalfSpaceTreesOperator(ScoringOperator):
         collecting = gc.isenabled()
         gc.disable()  # rebuilding creates thousands of acyclic nodes per entity; cyclic collections only slow it (3-4x)
         try:
-            self._load_models(keys, limits, feature, threshold, l_mass, r_mass, counter, first_window)
+            self._load_models(np.asarray(state["slots"]).tolist(), keys, limits, feature, threshold, l_mass, r_mass,
+                              counter, first_window)
         finally:
             if collecting:
                 gc.enable()
-        for key, rows in zip(state["pending_keys"], state["pending"]):
-            entity = self.entities[key] = _Entity()
+        for slot, key, rows in zip(np.asarray(state["pending_slots"]).tolist(), state["pending_keys"], state["pending"]):
+            entity = self.entities[slot] = _Entity(key)
             entity.pending = np.asarray(rows, dtype=np.float64).reshape(-1, len(self.fields)).tolist()
-        self._rows = []
+        self._rows, self._unexplained = [], {}
 
-    def _load_models(self, keys, limits, feature, threshold, l_mass, r_mass, counter, first_window) -> None:
+    def _load_models(self, slots, keys, limits, feature, threshold, l_mass, r_mass, counter, first_window) -> None:
         n_trees, height = self.params.n_trees, self.params.height
-        for i, key in enumerate(keys):
-            entity = self.entities[key] = _Entity()
+        for i, (slot, key) in enumerate(zip(slots, keys)):
+            entity = self.entities[slot] = _Entity(key)
             self._set_limits(entity, [tuple(bounds) for bounds in limits[i].tolist()])
             model = entity.model = self._new_model(key)
             model.trees = [
@@ -349,8 +386,8 @@ class HalfSpaceTreesOperator(ScoringOperator):
             model.counter = int(counter[i])
             model._first_window = bool(first_window[i])
 
-    def scorer_bytes(self) -> int:
-        """Bytes of the Python objects the scorer holds, by ``sys.getsizeof`` over the real objects.
+    def trees_bytes(self) -> int:
+        """Bytes of the Python objects the trees hold, by ``sys.getsizeof`` over the real objects.
 
         One built model is walked object by object (nodes, children, thresholds, masses above the cached
         small ints, its lists, limits and random generator) and every built model counts that much: their
@@ -360,15 +397,15 @@ class HalfSpaceTreesOperator(ScoringOperator):
         total = sys.getsizeof(self.entities)
         shared = {id(name) for name in self.fields}
         float_size = sys.getsizeof(0.0)
-        for key, entity in self.entities.items():
-            total += sys.getsizeof(key) + sys.getsizeof(entity) + sys.getsizeof(entity.pending)
+        for entity in self.entities.values():
+            total += sys.getsizeof(entity.key) + sys.getsizeof(entity) + sys.getsizeof(entity.pending)
             total += sum(map(sys.getsizeof, (entity.limits, entity.low, entity.width)))
             total += len(entity.limits) * (sys.getsizeof((0.0, 0.0)) + 3 * float_size)
             if entity.pending:
                 total += len(entity.pending) * (sys.getsizeof(entity.pending[0]) + len(self.fields) * float_size)
             if entity.model is not None:
                 if self._model_bytes is None:
-                    self._model_bytes = _object_bytes(entity.model, shared)
+                    self._model_bytes = object_bytes(entity.model, shared)
                 total += self._model_bytes
         return total
 
@@ -380,35 +417,12 @@ def _rebuild_tree(height: int, names: Sequence[str], feature: list[int], thresho
     splits = iter(zip(feature, threshold))
 
     def node(depth: int):
-        l, r = next(masses)
+        left_mass, right_mass = next(masses)
         if depth == height:
-            return PaddedLeaf(r_mass=r, l_mass=l)  # the keyword order river's make_padded_tree uses
+            return PaddedLeaf(r_mass=right_mass, l_mass=left_mass)  # the keyword order river's make_padded_tree uses
         col, at = next(splits)
         left = node(depth + 1)
         right = node(depth + 1)
-        return PaddedBranch(left=left, right=right, feature=names[col], threshold=at, l_mass=l, r_mass=r)
+        return PaddedBranch(left=left, right=right, feature=names[col], threshold=at, l_mass=left_mass, r_mass=right_mass)
 
     return node(0)
-
-
-_NOT_STATE = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType)
-
-
-def _object_bytes(root: Any, shared: set[int]) -> int:
-    """``sys.getsizeof`` summed over the objects reachable from ``root`` (each once), leaving out classes,
-    functions, singletons, the cached small ints and the objects in ``shared``."""
-    seen = set(shared)
-    stack = [root]
-    total = 0
-    while stack:
-        obj = stack.pop()
-        if id(obj) in seen:
-            continue
-        seen.add(id(obj))
-        if obj is None or obj.__class__ is bool or isinstance(obj, _NOT_STATE):
-            continue
-        if obj.__class__ is int and -5 <= obj <= 256:
-            continue
-        total += sys.getsizeof(obj)
-        stack.extend(gc.get_referents(obj))
-    return total

@@ -16,7 +16,10 @@ True
 """
 from __future__ import annotations
 
+import gc
 import random
+import sys
+import types
 from collections import deque
 from typing import Any
 
@@ -69,3 +72,26 @@ def load_plain(obj: Any, state: dict[str, Any]) -> None:
             setattr(obj, name, deque(encoded["deque"], maxlen=encoded["maxlen"]))
         else:
             setattr(obj, name, encoded)
+
+
+_NOT_STATE = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType)
+
+
+def object_bytes(root: Any, shared: set[int] = frozenset()) -> int:
+    """``sys.getsizeof`` summed over the objects reachable from ``root`` (each once), leaving out classes,
+    functions, singletons, the cached small ints and the objects in ``shared``."""
+    seen = set(shared)
+    stack = [root]
+    total = 0
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if obj is None or obj.__class__ is bool or isinstance(obj, _NOT_STATE):
+            continue
+        if obj.__class__ is int and -5 <= obj <= 256:
+            continue
+        total += sys.getsizeof(obj)
+        stack.extend(gc.get_referents(obj))
+    return total

@@ -6,27 +6,33 @@
 >>> chain = OperatorChain.build([
 ...     OperatorSpec("zscore", "outlier", ("cpu",), ZScoreParams(warmup=3)),
 ...     OperatorSpec("drift", "drift", ("score:outlier",), DriftParams()),
-... ])
+... ], max_entities=100)
 >>> events = [Event("a", i, {"cpu": 1.0 + i % 2}, SourcePosition(file="f", line=i)) for i in range(6)]
 >>> chain.process(events)
 []
->>> sorted(chain.snapshot())
-['drift', 'outlier']
+>>> sorted(chain.snapshot()["operators"]), len(chain.entities)
+(['drift', 'outlier'], 1)
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
+import numpy as np
+
+from kernels.state import Stateful
 from operators.ape import ApeOperator
 from operators.apre_mss import ApreMssOperator
-from operators.base import Batch, Operator
+from operators.base import Operator
+from operators.batch import Batch
 from operators.drift import DriftOperator
+from operators.entities import EntityIndex
 from operators.event import Alert, Event
 from operators.hst import HalfSpaceTreesOperator
 from operators.zscore import ZScoreOperator
 
-OPERATOR_TYPES: dict[str, type] = {
+OPERATOR_TYPES: dict[str, type[Operator]] = {
     "zscore": ZScoreOperator,
     "hst": HalfSpaceTreesOperator,
     "apre_mss": ApreMssOperator,
@@ -49,34 +55,61 @@ def build_operator(spec: OperatorSpec) -> Operator:
     return OPERATOR_TYPES[spec.type].from_config(spec.name, spec.fields, spec.params)
 
 
-class OperatorChain:
-    """The operators of one shard, run in configuration order over each batch.
+class OperatorChain(Stateful):
+    """The operators of one shard and its entity index, run in configuration order over each batch.
 
-    Later operators see the scores earlier ones published in the same batch.
+    Later operators see the scores earlier ones published in the same batch. Every batch first goes
+    through the entity index, which gives each row its entity slot and evicts idle or excess
+    entities; the evicted slots are reset in every operator before the rows that follow run.
     """
 
-    def __init__(self, operators: Sequence[Operator]) -> None:
+    def __init__(self, operators: Sequence[Operator], entities: EntityIndex) -> None:
         self.operators = list(operators)
+        self.entities = entities
+        self.numeric_inputs = tuple(dict.fromkeys(name for op in self.operators for name in op.numeric_inputs))
+        self.text_inputs = tuple(dict.fromkeys(name for op in self.operators for name in op.text_inputs))
 
     @classmethod
-    def build(cls, specs: Sequence[OperatorSpec]) -> "OperatorChain":
-        return cls([build_operator(spec) for spec in specs])
+    def build(cls, specs: Sequence[OperatorSpec], *, max_entities: int, ttl_ms: int = 0) -> OperatorChain:
+        return cls([build_operator(spec) for spec in specs], EntityIndex(max_entities, ttl_ms))
 
     def process(self, events: Sequence[Event]) -> list[Alert]:
         return self.process_batch(events)[0]
 
     def process_batch(self, events: Sequence[Event]) -> tuple[list[Alert], Batch]:
         """Alerts plus the batch, whose ``scores`` hold each scoring operator's per-event values."""
-        batch = Batch(events)
+        batch = Batch.from_events(events, numeric=self.numeric_inputs, text=self.text_inputs,
+                                  slots=np.zeros(len(events), dtype=np.int64))
+        return self.run(batch), batch
+
+    def run(self, batch: Batch) -> list[Alert]:
+        """Assign entity slots to ``batch`` (segment by segment, see :class:`EntityIndex`) and run the operators."""
         alerts: list[Alert] = []
-        for operator in self.operators:
-            alerts.extend(operator.process(batch))
-        return alerts, batch
+        parts: list[Batch] = []
+        for start, stop, slots, evicted in self.entities.admit(batch.keys, batch.ts_ms):
+            part = batch if (start, stop) == (0, len(batch)) else batch.rows(start, stop)
+            part.slots = slots
+            if evicted:
+                freed = np.concatenate([np.asarray(s, dtype=np.int64) for s in evicted.values()])
+                for operator in self.operators:
+                    operator.evict(freed)
+            for operator in self.operators:
+                alerts.extend(operator.process(part))
+            parts.append(part)
+        if len(parts) > 1:
+            batch.slots = np.concatenate([part.slots for part in parts])
+            batch.scores = {name: np.concatenate([part.scores[name] for part in parts]) for name in parts[0].scores}
+        return alerts
 
     def snapshot(self) -> dict[str, Any]:
-        return {operator.name: operator.snapshot() for operator in self.operators}
+        return {"entities": self.entities.snapshot(),
+                "operators": {operator.name: operator.snapshot() for operator in self.operators}}
 
     def restore(self, state: dict[str, Any]) -> None:
+        self.entities.restore(state["entities"])
         for operator in self.operators:
-            if operator.name in state:
-                operator.restore(state[operator.name])
+            if operator.name in state["operators"]:
+                operator.restore(state["operators"][operator.name])
+
+    def state_bytes(self) -> int:
+        return self.entities.state_bytes() + sum(operator.state_bytes() for operator in self.operators)

@@ -11,35 +11,42 @@ from it, by the largest absolute z-score over its fields. Events score NaN until
 >>> values = [10 + i % 2 + 0.1 * (i % 7) for i in range(200)] + [40]
 >>> events = [Event("host-1", i * 60_000, {"cpu": float(v)}, SourcePosition(topic="m", partition=0, offset=i))
 ...           for i, v in enumerate(values)]
->>> [(a.source.offset, a.severity, a.fields) for a in op.process(Batch(events))]
+>>> [(a.source.offset, a.severity, a.fields) for a in op.process(Batch.from_events(events))]
 [(200, 'critical', ['cpu'])]
+
+References
+----------
+Lucas, J. M. and Saccucci, M. S. (1990). Exponentially weighted moving average control schemes:
+properties and enhancements. *Technometrics* 32(1), 1-12.
+
+Finch, T. (2009). Incremental calculation of weighted mean and variance. University of Cambridge.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+from collections.abc import Sequence
 
 import numpy as np
 
 from kernels.ewma import RobustEwma
 from operators.alerting import AlertingParams
-from operators.base import Batch, ScoringOperator
+from operators.base import ScoringOperator
+from operators.batch import Batch
+from operators.params import DEVICE_PATTERN, param
 
 
 @dataclass
 class ZScoreParams:
-    """``alpha``: EWMA weight of a new value (time constant ``1/alpha`` events); ``clip``: residuals
-    are winsorised at this many standard deviations before they update the state; ``warmup``: values
-    per field before an entity is scored; ``min_std``: floor on the standard deviation, so constant
-    fields do not produce infinite scores; ``device``: ``auto``, ``cpu`` or ``cuda``; ``alerting``:
-    the false-alarm budget and severity levels (:class:`operators.alerting.AlertingParams`)."""
+    """Parameters of :class:`ZScoreOperator`."""
 
-    alpha: float = 0.02
-    clip: float = 3.0
-    warmup: int = 30
-    min_std: float = 1e-6
-    device: str = "auto"
-    alerting: AlertingParams = field(default_factory=AlertingParams)
+    alpha: float = param(0.02, "EWMA weight of a new value (time constant 1/alpha events)", min=1e-9, max=1.0)
+    clip: float = param(3.0, "residuals are winsorised at this many standard deviations before they update the state",
+                        min=0.0, unit="standard deviations")
+    warmup: int = param(30, "values per field before an entity is scored", min=0, unit="events")
+    min_std: float = param(1e-6, "floor on the standard deviation, so constant fields do not score infinity", min=0.0)
+    device: str = param("auto", "where the kernel runs: auto, cpu, cuda or cuda:N", pattern=DEVICE_PATTERN)
+    alerting: AlertingParams = param(AlertingParams(), "the false-alarm budget and severity levels")
 
 
 class ZScoreOperator(ScoringOperator):
@@ -55,18 +62,14 @@ class ZScoreOperator(ScoringOperator):
             min_std=params.min_std,
             device=params.device,
         )
-        self.slots: dict[str, int] = {}
         self._worst_field = np.empty(0, dtype=np.int64)  # per row of the batch being processed
 
-    def _slot(self, key: str) -> int:
-        slot = self.slots.get(key)
-        if slot is None:
-            slot = self.slots[key] = len(self.slots)
-        return slot
+    @classmethod
+    def contract_cases(cls) -> list[tuple[list[str], ZScoreParams]]:
+        return [(["x0", "x1"], ZScoreParams(warmup=5, device="cpu", alerting=AlertingParams(window=50, warmup=10, tail=5)))]
 
     def score(self, batch: Batch) -> np.ndarray:
-        slots = np.fromiter((self._slot(event.key) for event in batch.events), dtype=np.int64, count=len(batch))
-        z = self.kernel.score_and_learn(slots, batch.matrix(self.fields))
+        z = self.kernel.score_and_learn(batch.slots, batch.matrix(self.fields))
         finite = np.where(np.isnan(z), -np.inf, z)
         self._worst_field = finite.argmax(axis=1) if len(batch) else np.empty(0, dtype=np.int64)
         score = finite.max(axis=1, initial=-np.inf)
@@ -75,15 +78,19 @@ class ZScoreOperator(ScoringOperator):
 
     def explain(self, batch: Batch, row: int) -> tuple[str, list[str]]:
         field_name = self.fields[self._worst_field[row]]
-        z, value = batch.scores[self.name][row], batch.events[row].fields[field_name]
+        z, value = batch.scores[self.name][row], batch.column(field_name)[row]
         return f"{field_name}={value:g} is {z:.1f} robust standard deviations from its running mean", [field_name]
 
-    def scorer_state(self) -> dict[str, Any]:
-        return {"keys": list(self.slots), **self.kernel.state(len(self.slots))}
+    def evict(self, slots: np.ndarray) -> None:
+        super().evict(slots)
+        self.kernel.evict(slots)
 
-    def load_scorer_state(self, state: dict[str, Any]) -> None:
-        self.slots = {key: slot for slot, key in enumerate(state["keys"])}
-        self.kernel.load_state({name: state[name] for name in ("mean", "var", "count")})
+    def snapshot(self) -> dict[str, Any]:
+        return {**super().snapshot(), "ewma": self.kernel.snapshot()}
 
-    def scorer_bytes(self) -> int:
-        return sum(t.element_size() * t.nelement() for t in (self.kernel.mean, self.kernel.var, self.kernel.count))
+    def restore(self, state: dict[str, Any]) -> None:
+        super().restore(state)
+        self.kernel.restore(state["ewma"])
+
+    def state_bytes(self) -> int:
+        return super().state_bytes() + self.kernel.state_bytes()

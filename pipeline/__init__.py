@@ -1,4 +1,7 @@
-"""Engine wiring: the Bytewax dataflow, sources, sinks, configuration, CLI and metrics.
+"""Vigil, the application: the ``vigil`` command line, configuration and secrets.
 
-This is the only package that imports the streaming engine.
+Subpackages: :mod:`pipeline.engine` (the Bytewax dataflow and its runners, the only package that
+imports Bytewax), :mod:`pipeline.evaluation` (offline evaluation) and :mod:`pipeline.demo` (the
+synthetic stream, ``vigil demo`` and the embedded broker). The layers are enforced by import-linter
+(``[tool.importlinter]`` in pyproject.toml).
 """

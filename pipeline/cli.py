@@ -5,11 +5,11 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from importlib import resources
-from typing import Sequence
 
 from pipeline.config import DEFAULT_CONFIG, ConfigError, ConfigIssue, load_config
-from pipeline.kafka import BrokerWaitStopped, quiet_client_logs
+from pipeline.engine.kafka import BrokerWaitStopped, quiet_client_logs
 
 log = logging.getLogger("vigil")
 
@@ -39,8 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vigil",
         description="Streaming anomaly and drift detection: events in, alerts and dead letters out, metrics for Prometheus.",
     )
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log verbosity (default INFO)")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do (each has its own --help)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="log verbosity (default INFO)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     help="what to do (each has its own --help)")
 
     demo = commands.add_parser(
         "demo", help="run the built-in synthetic stream end to end and score it against ground truth",
@@ -98,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="offline evaluation of detectors on labelled data",
                                    description="Offline evaluation on labelled data.")
-    evaluate_kinds = evaluate.add_subparsers(dest="evaluate_kind", required=True, metavar="KIND", help="the kind of labelled data")
+    evaluate_kinds = evaluate.add_subparsers(dest="evaluate_kind", required=True, metavar="KIND",
+                                             help="the kind of labelled data")
     tabular = evaluate_kinds.add_parser(
         "tabular", help="ROC-AUC and average precision of a detector on a labelled table",
         description="Run a detector on a labelled table. Both protocols split the rows stratified 50/25/25 "
@@ -107,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
         "only for the test metrics, mean over seeds. authors: the authors' LABEL-TUNED selection of k, epoch "
         "and seed on the validation labels (autoencoders only; optimistic by construction).",
     )
-    tabular.add_argument("--data", required=True, metavar="FILE", help=".mat (ODDS X, y), .npz (X, y) or .csv (label last; 1 = outlier)")
+    tabular.add_argument("--data", required=True, metavar="FILE",
+                         help=".mat (ODDS X, y), .npz (X, y) or .csv (label last; 1 = outlier)")
     tabular.add_argument("--detector", default="apre-mss", choices=["apre-mss", "apre", "mse-ae", "river-hst", "zscore"],
                          help="detector (default apre-mss)")
     tabular.add_argument("--protocol", default="label-free", choices=["label-free", "authors"],
@@ -121,21 +125,30 @@ def build_parser() -> argparse.ArgumentParser:
     tabular.add_argument("--seeds", default=None, metavar="S,S,...",
                          help="seeds: averaged (label-free, default 0-4) or the inits selected among (authors, default 0-19)")
     tabular.add_argument("--eval-every", type=int, default=None, metavar="N",
-                         help="authors: score the validation part every N epochs and after the last (default 10; the authors use 1)")
+                         help="authors: score the validation part every N epochs and after the last "
+                         "(default 10; the authors use 1)")
     tabular.add_argument("--json", action="store_true", help="print one JSON object (roc_auc, average_precision, per_seed, ...)")
 
     config = commands.add_parser("config", help="check or print configuration", description="Configuration helpers.")
-    config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION", help="check a file or print the example")
+    config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION",
+                                            help="check a file or print the example")
     check = config_commands.add_parser(
         "check", help="validate a config file, reporting every error with its key",
         description="Validate FILE with environment and --set overrides applied. Exit 0 when valid, 2 otherwise.",
     )
     check.add_argument("file", metavar="FILE", help="TOML configuration file")
-    check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override one key before checking")
+    check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one key before checking")
     config_commands.add_parser(
         "example", help="print the annotated default configuration",
         description="Print the annotated built-in configuration, a starting point for your own.",
     )
+    params = config_commands.add_parser(
+        "params", help="list every operator type's parameters with defaults, bounds and meaning",
+        description="Print the [operators.params] keys of each operator type (or of TYPE): type, default, "
+        "constraint and one line of documentation, from the operators' declared schema.",
+    )
+    params.add_argument("type", nargs="?", metavar="TYPE", help="one operator type (default: all of them)")
     return parser
 
 
@@ -172,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _evaluate_command(args)
         config = load_config(args.config, _overrides(args))
         if args.command == "demo":
-            from pipeline.demo import run_demo
+            from pipeline.demo.command import run_demo
 
             run_demo(config, show_progress=not args.no_progress, broker=args.broker)
             return 0
@@ -193,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_command(args: argparse.Namespace, config) -> int:
-    from pipeline.runner import Cluster, is_bounded, run_pipeline
+    from pipeline.engine.runner import Cluster, is_bounded, run_pipeline
 
     addresses = [a.strip() for a in args.addresses.split(";") if a.strip()] if args.addresses else None
     if (args.process_id is None) != (addresses is None):
@@ -208,7 +221,7 @@ def _run_command(args: argparse.Namespace, config) -> int:
 
 
 def _replay_command(args: argparse.Namespace, config) -> int:
-    from pipeline.replay import SliceSpec, replay_config, run_replay
+    from pipeline.engine.replay import SliceSpec, replay_config, run_replay
 
     topics = args.topics or config.source.topics
     if not topics:
@@ -221,7 +234,7 @@ def _replay_command(args: argparse.Namespace, config) -> int:
 
 
 def _evaluate_command(args: argparse.Namespace) -> int:
-    from pipeline.evaluate import DEFAULT_EPOCHS, AuthorsProtocol, Protocol, evaluate, load_table
+    from pipeline.evaluation.tabular import DEFAULT_EPOCHS, AuthorsProtocol, Protocol, evaluate, load_table
 
     epochs = DEFAULT_EPOCHS if args.epochs is None else args.epochs
     if args.protocol == "authors":
@@ -242,8 +255,8 @@ def _evaluate_command(args: argparse.Namespace) -> int:
         chosen = f"k {result['k']}, " if result["k"] is not None else ""
         print(f"{args.detector} on {args.data} ({result['rows']} rows, {result['outliers']} outliers, test part "
               f"{result['split']['test']} rows): LABEL-TUNED (authors' protocol: {chosen}epoch {result['selected_epoch']} and "
-              f"seed {result['selected_seed']} of {len(seeds)} chosen on validation labels): test ROC-AUC {result['roc_auc']:.4f}, "
-              f"average precision {result['average_precision']:.4f}")
+              f"seed {result['selected_seed']} of {len(seeds)} chosen on validation labels): "
+              f"test ROC-AUC {result['roc_auc']:.4f}, average precision {result['average_precision']:.4f}")
         if "without_mss" in result:
             print(f"  same runs without MSS (label-tuned): test ROC-AUC {result['without_mss']['roc_auc']:.4f}, "
                   f"average precision {result['without_mss']['average_precision']:.4f}")
@@ -258,12 +271,39 @@ def _config_command(args: argparse.Namespace) -> int:
     if args.config_command == "example":
         sys.stdout.write(resources.files("pipeline").joinpath(DEFAULT_CONFIG).read_text())
         return 0
+    if args.config_command == "params":
+        return _print_params(args.type)
     try:
         load_config(args.file, args.overrides)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"{args.file}: OK")
+    return 0
+
+
+
+def _print_params(only: str | None) -> int:
+    import dataclasses
+
+    from operators.params import describe
+    from operators.registry import OPERATOR_TYPES
+
+    if only is not None and only not in OPERATOR_TYPES:
+        raise ValueError(f"unknown operator type {only!r}: one of {', '.join(OPERATOR_TYPES)}")
+
+    def rows(params_class: type, prefix: str = ""):
+        for (name, type_name, default, doc, constraint) in describe(params_class):
+            if dataclasses.is_dataclass(default):
+                yield from rows(type(default), f"{prefix}{name}.")
+            else:
+                yield f"{prefix}{name}", type_name, default, doc, constraint
+
+    for type_name, cls in OPERATOR_TYPES.items():
+        if only in (None, type_name):
+            print(f"[operators.params] of type = {type_name!r} (kind {cls.kind})")
+            for name, kind, default, doc, constraint in rows(cls.Params):
+                print(f"  {name} = {default!r}  ({kind}{'; ' + constraint if constraint else ''})\n      {doc}")
     return 0
 
 

@@ -16,15 +16,17 @@ import difflib
 import os
 import sys
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
-from operators.base import P_VALUE_SUFFIX, SCORE_PREFIX
-from operators.drift import DriftParams, detector_parameters
+from operators.batch import P_VALUE_SUFFIX, SCORE_PREFIX
 from operators.event import parse_ts_ms
-from operators.registry import OPERATOR_TYPES, OperatorSpec
+from operators.params import ParamError, check_value
+from operators.registry import OPERATOR_TYPES, OperatorSpec, build_operator
+from pipeline.secrets import SECRET_WORDS, SecretError, resolve_secret
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -75,6 +77,16 @@ class PipelineConfig:
     batch_max_wait_ms: int = field(default=50, metadata=_range(0))
     max_event_bytes: int = field(default=65536, metadata=_range(64))
     torch_threads: int = field(default=1, metadata=_range(1, 1024))
+
+
+@dataclass
+class EntitiesConfig:
+    """Bounds on per-entity state, per shard (see operators/entities.py): the least recently seen entity is
+    evicted when a new one arrives at a full shard, and an entity is forgotten after ``ttl_seconds`` of event
+    time without an event of it (0: never)."""
+
+    max_per_shard: int = field(default=10_000, metadata=_range(1, 100_000_000))
+    ttl_seconds: float = field(default=604_800.0, metadata=_range(0.0))
 
 
 @dataclass
@@ -149,6 +161,7 @@ class Config:
     source: SourceConfig = field(default_factory=SourceConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    entities: EntitiesConfig = field(default_factory=EntitiesConfig)
     operators: list[OperatorConfig] = field(default_factory=list)
     sinks: SinksConfig = field(default_factory=SinksConfig)
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
@@ -245,10 +258,9 @@ def _convert(value: Any, hint: Any, path: str, issues: list[ConfigIssue], meta: 
     if not ok:
         issues.append(ConfigIssue(path, f"expected {_type_name(hint)}, got {type(value).__name__} {value!r}"))
         return _MISSING
-    low, high = meta.get("min"), meta.get("max")
-    if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f"at least {low}" if high is None else f"between {low} and {high}"
-        issues.append(ConfigIssue(path, f"{value!r} is out of range", f"must be {bounds}"))
+    problem = check_value(value, meta)
+    if problem:
+        issues.append(ConfigIssue(path, problem))
         return _MISSING
     return float(value) if hint is float else value
 
@@ -282,16 +294,19 @@ def _convert_dataclass(value: Any, cls: type, path: str, issues: list[ConfigIssu
 
 
 def _convert_params(op: OperatorConfig, path: str, issues: list[ConfigIssue]) -> Any:
-    """The operator's own ``Params`` dataclass; drift detector parameters are checked against river."""
-    params = _convert_dataclass(op.params, OPERATOR_TYPES[op.type].Params, path, issues)
-    if isinstance(params, DriftParams):
-        accepted = detector_parameters(params.detector)
-        for key in params.detector_params:
-            if key not in accepted:
-                close = difflib.get_close_matches(key, list(accepted), n=1)
-                hint = f"did you mean {close[0]!r}?" if close else f"{params.detector} accepts {', '.join(accepted)}"
-                issues.append(ConfigIssue(f"{path}.detector_params.{key}", f"unknown {params.detector} parameter", hint))
-    return params
+    """The operator's own ``Params`` dataclass, checked against its declared types and bounds."""
+    return _convert_dataclass(op.params, OPERATOR_TYPES[op.type].Params, path, issues)
+
+
+def _check_build(spec: OperatorSpec, path: str, issues: list[ConfigIssue]) -> None:
+    """Build the operator as a run would, so errors that only its constructor can see (parameters that
+    depend on each other or on the fields, an unavailable device) are found before the run."""
+    try:
+        build_operator(spec)
+    except ParamError as error:
+        issues.append(ConfigIssue(f"{path}.params.{error.key}", error.message))
+    except ValueError as error:
+        issues.append(ConfigIssue(path, str(error)))
 
 
 def _check_semantics(config: Config, issues: list[ConfigIssue]) -> None:
@@ -334,13 +349,14 @@ def _check_semantics(config: Config, issues: list[ConfigIssue]) -> None:
                             f"earlier scorers: {', '.join(scorers) or 'none'}",
                         )
                     )
-        _convert_params(op, f"{path}.params", issues)
+        found = len(issues)
+        params = _convert_params(op, f"{path}.params", issues)
+        if len(issues) == found and params is not _MISSING:
+            _check_build(OperatorSpec(op.type, op.name, tuple(op.fields), params), path, issues)
         seen[op.name] = op
 
 
 def _check_kafka(kafka: KafkaConfig, issues: list[ConfigIssue]) -> None:
-    from pipeline.kafka import SECRET_WORDS, SecretError, resolve_secret
-
     if kafka.sasl_mechanism and not kafka.security_protocol.startswith("SASL"):
         issues.append(ConfigIssue("kafka.security_protocol", f"is {kafka.security_protocol} but sasl_mechanism is set",
                                   "use SASL_SSL or SASL_PLAINTEXT"))

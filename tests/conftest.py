@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.embedded_broker import EmbeddedBroker, free_port
+from pipeline.demo.broker import EmbeddedBroker, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -19,6 +19,18 @@ def vigil(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProce
     if check and result.returncode != 0:
         raise AssertionError(f"vigil {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread, as the pipeline runs (pipeline.torch_threads): operator tensors are small, and on a
+    shared machine extra threads only wait for each other."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import msgspec
 from confluent_kafka import Producer
@@ -12,9 +12,9 @@ from kafka import TopicPartition
 
 from operators.event import SourcePosition
 from pipeline.config import KafkaConfig
-from pipeline.decode import DeadLetter, decode_event
-from pipeline.kafka import KafkaSettings, create_topics, end_offsets, read_topic
-from pipeline.synthetic import SyntheticRecord, SyntheticStream
+from pipeline.demo.synthetic import SyntheticRecord, SyntheticStream
+from pipeline.engine.decode import DeadLetter, decode_event
+from pipeline.engine.kafka import KafkaSettings, create_topics, end_offsets, read_topic
 
 START = "2026-03-01T00:00:00Z"
 

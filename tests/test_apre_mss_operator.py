@@ -1,27 +1,24 @@
-"""The streaming MSS-APRE operator: causality, batch-boundary independence, restore, memory, detection, groups."""
+"""The streaming MSS-APRE operator: warm-up, memory, detection, groups, explanations.
+
+Causality, batch-cut invariance, restore and eviction are checked for every operator (and its buffer,
+model and scope variants) in tests/contract."""
 from __future__ import annotations
 
 import itertools
 
 import numpy as np
 import pytest
-import torch
 
 from operators.alerting import AlertingParams
-from operators.apre_mss import ApreMssOperator, ApreMssParams, scorer_bytes_bound
-from operators.base import Batch
+from operators.apre_mss import ApreMssOperator, ApreMssParams, models_bytes_bound
+from operators.batch import Batch
 from operators.event import Event, SourcePosition
-from pipeline.evaluate import roc_auc
+from pipeline.evaluation.tabular import roc_auc
 
 FIELDS = ("f0", "f1", "f2", "f3", "f4")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small tensors: extra threads only wait
 
 
 def params(**overrides) -> ApreMssParams:
@@ -51,13 +48,17 @@ def events_of(rows: np.ndarray, *, groups=None, missing: float = 0.0, seed: int 
     return events
 
 
+def batch_of(events: list[Event]) -> Batch:
+    return Batch.from_events(events, numeric=FIELDS, text=[])
+
+
 def run(op: ApreMssOperator, events: list[Event], sizes) -> np.ndarray:
     """Scores of ``events`` fed to ``op`` in consecutive batches of the given sizes (an iterable, cycled)."""
     scores, start = [], 0
     for size in itertools.cycle(sizes):
         if start >= len(events):
             break
-        scores.append(op.score(Batch(events[start : start + size])))
+        scores.append(op.score(batch_of(events[start : start + size])))
         start += size
     return np.concatenate(scores)
 
@@ -79,80 +80,21 @@ def test_warmup_scores_nan_and_invalid_events_are_skipped():
     assert model.fits == 1 + (valid.sum() - 64) // 96
 
 
-def test_scores_never_depend_on_later_events():
-    rows = low_rank_rows(700)
-    changed = rows.copy()
-    t = 400
-    changed[t + 1 :] = low_rank_rows(len(rows) - t - 1, seed=9) * 3.0
-    a = run(ApreMssOperator("o", FIELDS, params()), events_of(rows, missing=0.05), [64])
-    b = run(ApreMssOperator("o", FIELDS, params()), events_of(changed, missing=0.05), [64])
-    assert same_bits(a[: t + 1], b[: t + 1])  # the batch holding t also holds changed events
-    assert not np.allclose(a[t + 1 :], b[t + 1 :], equal_nan=True)
-
-
-@pytest.mark.parametrize("variant", [
-    dict(),  # reservoir, MSS-APRE
-    dict(buffer="window", probabilistic=False, iterations=2),  # sliding window, MSS-MSE, two mean-shift steps
-    dict(mean_shift=False, scope="group"),  # plain APRE, per-group models
-])
-def test_scores_are_bit_identical_however_the_stream_is_batched(variant):
-    rows = low_rank_rows(900)
-    groups = [("a", "b", None)[i % 3] for i in range(len(rows))]
-    events = events_of(rows, groups=groups, missing=0.05)
-    runs = [run(ApreMssOperator("o", FIELDS, params(**variant)), events, sizes) for sizes in ([1, 2, 3, 1, 5], [64], [500])]
-    assert np.isfinite(runs[0]).sum() > 600
-    assert same_bits(runs[0], runs[1]) and same_bits(runs[0], runs[2])
-
-
-def is_plain(value) -> bool:
-    if value is None or isinstance(value, (bool, int, float, str, bytes)):
-        return True
-    if isinstance(value, np.ndarray):
-        return value.dtype.kind in "biuf"
-    if isinstance(value, list):
-        return all(is_plain(item) for item in value)
-    if isinstance(value, dict):
-        return all(isinstance(key, (str, int)) and is_plain(item) for key, item in value.items())
-    return False
-
-
-@pytest.mark.parametrize("cut", [40, 333])  # during warm-up; between refits, with Adam state
-@pytest.mark.parametrize("scope", ["shard", "group"])
-def test_restore_continues_bit_identically(cut, scope):
-    rows = low_rank_rows(700)
-    events = events_of(rows, groups=[("a", "b")[i % 2] for i in range(len(rows))], missing=0.05)
-    p = params(scope=scope, alerting=AlertingParams(warmup=20))
-    whole = ApreMssOperator("o", FIELDS, p)
-    expected = run(whole, events, [100])
-
-    first = ApreMssOperator("o", FIELDS, p)
-    head = run(first, events[:cut], [100])
-    state = first.snapshot()
-    assert is_plain(state)
-    tail_first = run(first, events[cut:], [100])  # the live operator goes on: the snapshot must not follow it
-    restored = ApreMssOperator("o", FIELDS, p)
-    restored.restore(state)
-    tail_restored = run(restored, events[cut:], [100])
-    assert same_bits(np.concatenate([head, tail_first]), expected)
-    assert same_bits(tail_restored, expected[cut:])
-    assert restored.scorer_bytes() == first.scorer_bytes()
-
-
 def test_memory_is_constant_once_fit_and_matches_the_formula():
     d, p = len(FIELDS), params(buffer_size=96, warmup=64, refit_every=50)
     op = ApreMssOperator("o", FIELDS, p)
     events = events_of(low_rank_rows(2500))
     sizes = []
     for start in range(0, len(events), 50):
-        op.score(Batch(events[start : start + 50]))
-        sizes.append(op.scorer_bytes())
+        op.score(batch_of(events[start : start + 50]))
+        sizes.append(op.models_bytes())
     model = op.models[None]
     parameters = list(model.model.parameters())
     weights = sum(t.nelement() for t in parameters)
     # buffer (float64) + m reference steps (float32) + weights and two Adam moments (float32)
     # + one Adam step counter per weight tensor (float32) + mean and scale (float64)
     formula = 96 * d * 8 + 1 * 96 * d * 4 + 3 * weights * 4 + 4 * len(parameters) + 2 * d * 8
-    assert set(sizes[1:]) == {formula} == {scorer_bytes_bound(d, p)}
+    assert set(sizes[1:]) == {formula} == {models_bytes_bound(d, p)}
     assert sizes[0] == formula - 2 * weights * 4 - 4 * len(parameters)  # before the first fit: no Adam state yet
 
     groups = [f"g{i % 5}" for i in range(len(events))]
@@ -160,7 +102,7 @@ def test_memory_is_constant_once_fit_and_matches_the_formula():
     grouped = ApreMssOperator("o", FIELDS, grouped_params)
     run(grouped, events_of(low_rank_rows(2500), groups=groups), [250])
     assert list(grouped.models) == ["g0", "g1", "g2", None]  # g3 and g4 share the shard model
-    assert grouped.scorer_bytes() == 4 * formula == scorer_bytes_bound(d, grouped_params)
+    assert grouped.models_bytes() == 4 * formula == models_bytes_bound(d, grouped_params)
 
 
 def clustered_stream(n: int = 3000, d: int = 16, seed: int = 0):
@@ -188,7 +130,7 @@ def test_detects_planted_outliers_on_a_clustered_low_rank_stream():
     # k = 16 of 1024 buffered events: about the authors' share (65 of ~3900 reference points on Optdigits).
     p = ApreMssParams(buffer_size=1024, warmup=512, refit_every=512, epochs=1000, refit_epochs=100, k=16, device="cpu")
     op = ApreMssOperator("o", fields, p)
-    scores = np.concatenate([op.score(Batch(events[i : i + 256])) for i in range(0, len(events), 256)])
+    scores = np.concatenate([op.score(Batch.from_events(events[i : i + 256])) for i in range(0, len(events), 256)])
     scored = ~np.isnan(scores)
     assert scored.sum() == len(rows) - 512
     assert roc_auc(scores[scored], labels[scored]) >= 0.9
@@ -227,7 +169,7 @@ def test_explain_names_the_largest_per_field_contributions(mean_shift):
     rows[-1] = rows[-2]
     rows[-1, 2] += 25.0  # about 11 standard deviations
     op = ApreMssOperator("o", FIELDS, params(mean_shift=mean_shift, alerting=AlertingParams(warmup=50)))
-    batch = Batch(events_of(rows))
+    batch = batch_of(events_of(rows))
     alerts = op.process(batch)
     last = len(rows) - 1
     assert alerts and alerts[-1].source.line == last

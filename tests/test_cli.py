@@ -44,7 +44,22 @@ def test_run_on_a_file_source(tmp_path):
     rows.insert(10, "{broken")
     events.write_text("\n".join(rows) + "\n")
     vigil("run", "--config", "pipeline/default.toml", "--set", "source.type='file'", "--set", f"source.path='{events}'",
-          "--set", "operators.0.fields=['cpu']", "--set", "operators.0.params.alerting.warmup=20", "--run-dir", str(tmp_path / "out"), "--no-metrics")
+          "--set", "operators.0.fields=['cpu']", "--set", "operators.0.params.alerting.warmup=20",
+          "--run-dir", str(tmp_path / "out"), "--no-metrics")
     alerts = (tmp_path / "out" / "alerts.jsonl").read_text()
     dead = (tmp_path / "out" / "dead_letters.jsonl").read_text()
     assert '"line":152' in alerts and '"reason":"bad_json"' in dead and '"line":11' in dead
+
+
+def test_config_params_documents_every_operator_parameter():
+    import dataclasses
+
+    from operators.registry import OPERATOR_TYPES
+
+    out = vigil("config", "params").stdout
+    for type_name, cls in OPERATOR_TYPES.items():
+        assert f"type = {type_name!r}" in out
+        for spec in dataclasses.fields(cls.Params):
+            assert spec.metadata.get("doc"), f"{type_name}.{spec.name} has no documentation"
+            assert f"  {spec.name} = " in out or f"  {spec.name}." in out, f"{type_name}.{spec.name} not listed"
+    assert vigil("config", "params", "nope", check=False).returncode == 2

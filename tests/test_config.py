@@ -86,7 +86,7 @@ def test_every_error_is_reported_with_its_key(tmp_path):
         ("metrics.port", "out of range"),
         ("demo.start", "not an RFC 3339 time"),
     ]:
-        line = next((l for l in text.splitlines() if l.strip().startswith(key + ":")), None)
+        line = next((row for row in text.splitlines() if row.strip().startswith(key + ":")), None)
         assert line is not None, f"{key} not reported in:\n{text}"
         assert hint in line
 
@@ -151,3 +151,82 @@ def test_kafka_settings_are_checked_and_secrets_stay_out_of_the_config(tmp_path)
         "kafka.consumer.sasl.password": "secrets may not be written in the config",
     }
     assert "hunter2" not in str(error.value)
+
+
+# ---- every bounded operator parameter is checked by `vigil config check` ----
+
+def _bounded_params():
+    """(type, dotted key, bad value, why) for every constrained parameter of every registered operator type."""
+    import dataclasses
+
+    from operators.registry import OPERATOR_TYPES
+
+    def walk(params_class, prefix=""):
+        for spec in dataclasses.fields(params_class):
+            meta, key = spec.metadata, prefix + spec.name
+            default = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
+            if dataclasses.is_dataclass(default):
+                yield from walk(type(default), key + ".")
+            elif meta.get("min") is not None or meta.get("max") is not None:
+                low, high = meta.get("min"), meta.get("max")
+                yield key, (low - 1 if low is not None else high + 1), "out of range"
+                yield key, "many", "expected"
+            elif meta.get("choices") or meta.get("pattern"):
+                yield key, "nonsense", "is not allowed"
+                yield key, 7, "is not allowed" if meta.get("choices") else "expected"
+
+    for type_name, cls in sorted(OPERATOR_TYPES.items()):
+        for key, value, why in walk(cls.Params):
+            yield pytest.param(type_name, key, value, why, id=f"{type_name}.{key}={value!r}")
+
+
+def _toml_value(value):
+    return f'"{value}"' if isinstance(value, str) else repr(value)
+
+
+@pytest.mark.parametrize("type_name,key,value,why", list(_bounded_params()))
+def test_config_check_names_every_bad_operator_parameter(tmp_path, capsys, type_name, key, value, why):
+    from operators.registry import OPERATOR_TYPES
+    from pipeline.cli import main
+
+    fields = OPERATOR_TYPES[type_name].contract_cases()[0][0]
+    table, _, name = key.rpartition(".")
+    params = f"[operators.params{'.' + table if table else ''}]\n{name} = {_toml_value(value)}\n"
+    path = tmp_path / "vigil.toml"
+    path.write_text(f'[source]\ntype = "file"\npath = "e.jsonl"\n[[operators]]\nname = "op"\ntype = "{type_name}"\n'
+                    f"fields = {fields!r}\n{params}".replace("'", '"'))
+    assert main(["config", "check", str(path)]) == 2
+    errors = capsys.readouterr().err
+    line = next((line for line in errors.splitlines() if line.strip().startswith(f"operators[0].params.{key}:")), None)
+    assert line is not None and why in line, errors
+
+
+def test_config_check_builds_the_operators(tmp_path):
+    path = write(tmp_path, """
+        [source]
+        type = "file"
+        path = "events.jsonl"
+        [[operators]]
+        name = "trees"
+        type = "hst"
+        fields = ["cpu"]
+        [operators.params]
+        limits = { mem = [0.0, 1.0] }
+        [operators.params.alerting]
+        window = 50
+        tail = 60
+        [[operators]]
+        name = "drift"
+        type = "drift"
+        fields = ["cpu"]
+        [operators.params]
+        detector = "kswin"
+        detector_params = { alpha = 2.0 }
+        [entities]
+        max_per_shard = 0
+    """)
+    result = vigil("config", "check", str(path), check=False)
+    assert result.returncode == 2
+    assert "operators[0].params.alerting.tail: 60 must be smaller than alerting.window (50)" in result.stderr
+    assert "operators[1].params.detector_params: KSWIN refuses them" in result.stderr
+    assert "entities.max_per_shard: 0 is out of range" in result.stderr

@@ -10,10 +10,10 @@ from operators.drift import DriftParams
 from operators.event import SourcePosition, alert_id
 from operators.registry import OperatorChain, OperatorSpec
 from operators.zscore import ZScoreParams
-from pipeline.dataflow import Batching, ShardLogic, build_flow, shard_of
-from pipeline.decode import DeadLetter, decode_event
-from pipeline.metrics import Metrics
-from pipeline.sources import RawRecord
+from pipeline.engine.dataflow import Batching, EntityLimits, ShardLogic, build_flow, shard_of
+from pipeline.engine.decode import DeadLetter, decode_event
+from pipeline.engine.metrics import Metrics
+from pipeline.engine.sources import RawRecord
 
 SPECS = [
     OperatorSpec("zscore", "outlier", ("cpu",), ZScoreParams(warmup=20, device="cpu", alerting=AlertingParams(warmup=20))),
@@ -48,6 +48,7 @@ def run_flow(batching: Batching, shards: int = 2):
         metrics=metrics,
         shards=shards,
         batching=batching,
+        entities=EntityLimits(max_entities=100),
         max_event_bytes=4096,
     )
     run_main(flow)
@@ -79,7 +80,7 @@ def test_known_output(batching):
 def test_flow_output_equals_operator_chain_per_shard():
     """The engine adds routing and batching only: alerts equal the chains run directly per shard."""
     alerts, _, _ = run_flow(Batching(16, timedelta(milliseconds=50)), shards=2)
-    chains = {s: OperatorChain.build(SPECS) for s in range(2)}
+    chains = {s: OperatorChain.build(SPECS, max_entities=100) for s in range(2)}
     expected = []
     for record in records():
         event = decode_event(record.payload, record.source, 4096)
@@ -90,7 +91,7 @@ def test_flow_output_equals_operator_chain_per_shard():
 
 
 def test_shard_logic_snapshot_is_plain_data_and_resumes():
-    logic = ShardLogic(OperatorChain.build(SPECS), Batching(1000, timedelta(seconds=10)), Metrics(), None)
+    logic = ShardLogic(OperatorChain.build(SPECS, max_entities=100), Batching(1000, timedelta(seconds=10)), Metrics(), None)
     events = [decode_event(r.payload, r.source, 4096) for r in records()[:100]]
     events = [e for e in events if not isinstance(e, DeadLetter)]
     logic.on_batch(events[:60])
@@ -99,6 +100,6 @@ def test_shard_logic_snapshot_is_plain_data_and_resumes():
     assert logic.notify_at() is not None
     state = logic.snapshot()
     assert len(state["pending"]) == len(events) - 60 and isinstance(state["pending"][0], dict)
-    resumed = ShardLogic(OperatorChain.build(SPECS), Batching(1000, timedelta(seconds=10)), Metrics(), state)
+    resumed = ShardLogic(OperatorChain.build(SPECS, max_entities=100), Batching(1000, timedelta(seconds=10)), Metrics(), state)
     assert resumed.pending == logic.pending
     assert list(resumed.on_eof()[0]) == list(logic.on_eof()[0])

@@ -2,7 +2,7 @@
 import pytest
 
 from operators.event import SourcePosition
-from pipeline.decode import REASONS, DeadLetter, decode_event
+from pipeline.engine.decode import REASONS, DeadLetter, decode_event
 
 POS = SourcePosition(topic="events", partition=3, offset=42)
 
@@ -49,7 +49,8 @@ def test_non_utf8_payload_is_kept_as_base64():
 
 
 def test_valid_event_both_time_formats():
-    a = decode_event(b'{"key":"h1","ts":"2026-01-01T01:00:00.250+01:00","fields":{"x":3,"zone":"eu"},"label":"spike","group":"g","id":"e1"}', POS, 1024)
+    a = decode_event(b'{"key":"h1","ts":"2026-01-01T01:00:00.250+01:00","fields":{"x":3,"zone":"eu"},'
+                     b'"label":"spike","group":"g","id":"e1"}', POS, 1024)
     b = decode_event(b'{"key":"h1","ts":1767225600250,"fields":{"x":3.0,"zone":"eu"}}', POS, 1024)
     assert a.ts_ms == b.ts_ms == 1767225600250
     assert a.fields == b.fields == {"x": 3.0, "zone": "eu"}

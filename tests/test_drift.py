@@ -4,9 +4,11 @@ import random
 import pytest
 from river import drift
 
-from operators.base import Batch
+from operator_runs import run_operator
+from operators.batch import Batch
 from operators.drift import DriftOperator, DriftParams
 from operators.event import Event, SourcePosition
+from operators.params import ParamError
 
 # river's documented stream: 1000 draws from {0, 1}, then 1000 from 4..7.
 rng = random.Random(12345)
@@ -34,10 +36,7 @@ def events(key: str = "k") -> list[Event]:
 
 
 def wrapper_alarms(operator: DriftOperator, evs: list[Event], batch_size: int) -> list[int]:
-    found = []
-    for start in range(0, len(evs), batch_size):
-        found += [a.source.offset for a in operator.process(Batch(evs[start : start + batch_size]))]
-    return found
+    return [a.source.offset for a in run_operator(operator, evs, (batch_size,))[1]]
 
 
 @pytest.mark.parametrize("name,params,factory", CASES)
@@ -55,16 +54,18 @@ def test_documented_first_alarm_indices():
 
 
 @pytest.mark.parametrize("name,params,factory", CASES)
-def test_restore_from_plain_snapshot_keeps_alarm_indices(name, params, factory):
+def test_every_detector_type_snapshots_as_plain_data_and_keeps_its_alarm_indices(name, params, factory):
+    """river keeps ADWIN's buckets in a native helper, KSWIN's window in a deque with a seeded generator:
+    their plain snapshots must carry all of it."""
     evs = events()
     first = DriftOperator("drift", ["x"], DriftParams(detector=name, detector_params=params))
-    before = wrapper_alarms(first, evs[:1010], batch_size=101)
+    before = [a.source.offset for a in first.process(Batch.from_events(evs[:1010]))]
     state = first.snapshot()
     assert_plain(state)
     resumed = DriftOperator("drift", ["x"], DriftParams(detector=name, detector_params=params))
     resumed.restore(state)
-    after = wrapper_alarms(resumed, evs[1010:], batch_size=101)
-    assert before + after == river_alarms(factory, params)
+    tail = Batch.from_events(evs[1010:])  # one entity: slot 0 in both batches
+    assert before + [a.source.offset for a in resumed.process(tail)] == river_alarms(factory, params)
 
 
 def assert_plain(value):
@@ -84,7 +85,12 @@ def test_entities_have_independent_detectors_and_one_alert_per_event():
     operator = DriftOperator("drift", ["x", "y"], DriftParams(detector="page_hinkley"))
     for e in evs:
         e.fields["y"] = e.fields["x"]
-    alerts = operator.process(Batch(evs))
+    alerts = operator.process(Batch.from_events(evs))
     assert {a.key for a in alerts} == {"a"}
     assert all(a.fields == ["x", "y"] and a.score == 2.0 for a in alerts)
     assert len({a.id for a in alerts}) == len(alerts)
+
+
+def test_unknown_detector_parameters_are_refused_with_their_key():
+    with pytest.raises(ParamError, match=r"detector_params\.delt: unknown adwin parameter"):
+        DriftOperator("drift", ["x"], DriftParams(detector="adwin", detector_params={"delt": 0.1}))

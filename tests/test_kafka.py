@@ -20,9 +20,9 @@ from kafka_helpers import (
 from operators.event import format_ts
 from operators.registry import OperatorChain
 from pipeline.config import load_config
-from pipeline.decode import REASONS
-from pipeline.embedded_broker import EmbeddedBroker
-from pipeline.kafka import KafkaSettings, create_topics, plan_slice, read_topic
+from pipeline.demo.broker import EmbeddedBroker
+from pipeline.engine.decode import REASONS
+from pipeline.engine.kafka import KafkaSettings, create_topics, plan_slice, read_topic
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -40,7 +40,9 @@ def test_bounded_run_writes_exactly_the_expected_alerts_and_dead_letters(broker,
     assert len(expected_dead) == len(synthetic.corrupt_at) == 200
 
     # Alerts: exactly what the operator chain gives on the same events (each entity lives in one partition).
-    expected = collections.Counter(msgspec.json.encode(a) for a in OperatorChain.build(load_config(config).operator_specs()).process(events))
+    loaded = load_config(config)
+    chain = OperatorChain.build(loaded.operator_specs(), max_entities=loaded.entities.max_per_shard)
+    expected = collections.Counter(msgspec.json.encode(a) for a in chain.process(events))
     alerts = read_topic(settings(broker), topics["alerts"])
     assert collections.Counter(r.value for r in alerts) == expected and len(expected) > 20
     for record in alerts:
@@ -225,11 +227,13 @@ def test_secrets_come_from_env_or_file_and_never_reach_logs(broker, tmp_path, mo
     check = vigil("config", "check", str(config), env=with_secret)
     assert secret not in check.stdout + check.stderr
     missing = vigil("config", "check", str(config), check=False, env=without)
-    assert missing.returncode == 2 and "kafka.sasl_password_env: environment variable VIGIL_TEST_KAFKA_PASSWORD is not set" in missing.stderr
+    assert missing.returncode == 2
+    assert "kafka.sasl_password_env: environment variable VIGIL_TEST_KAFKA_PASSWORD is not set" in missing.stderr
 
     secret_file = tmp_path / "password"
     secret_file.write_text(secret + "\n")
-    config.write_text(config.read_text().replace('sasl_password_env = "VIGIL_TEST_KAFKA_PASSWORD"', f'sasl_password_file = "{secret_file}"'))
+    config.write_text(config.read_text().replace('sasl_password_env = "VIGIL_TEST_KAFKA_PASSWORD"',
+                                                 f'sasl_password_file = "{secret_file}"'))
     log = tmp_path / "vigil.log"
     process = vigil_process("--log-level", "DEBUG", "run", "--config", str(config), log_path=log)
     try:

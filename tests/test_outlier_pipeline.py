@@ -110,12 +110,11 @@ def test_all_outlier_operators_score_calibrate_and_alert_in_one_run(tmp_path):
     oddity = next(a for a in alerts if a["operator"] == "combo" and a["source"]["line"] - 1 == CATEGORICAL_ODDITY)
     assert oddity["fields"] == ["user", "host"] and 0 < oddity["p_value"] < 1e-2
 
-    state = {
-        sample.labels["operator"]: sample.value
-        for family in text_string_to_metric_families((out / "metrics.prom").read_text())
-        for sample in family.samples if sample.name == "vigil_operator_state_bytes"
-    }
-    assert set(state) == set(names) and all(size > 0 for size in state.values())
+    samples = [sample for family in text_string_to_metric_families((out / "metrics.prom").read_text())
+               for sample in family.samples]
+    state = {sample.labels["operator"]: sample.value for sample in samples if sample.name == "vigil_operator_state_bytes"}
+    assert set(state) == {*names, "drift"} and all(size > 0 for size in state.values())
+    assert [sample.value for sample in samples if sample.name == "vigil_entities"] == [4]  # e0..e3
 
     again = run(tmp_path, "b")
     assert (again / "alerts.jsonl").read_bytes() == (out / "alerts.jsonl").read_bytes()

@@ -18,8 +18,9 @@ of several kinds. Everything derives from ``seed``: the same arguments give the 
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import msgspec
 import numpy as np
@@ -71,7 +72,9 @@ class _Entities:
     """Per-entity baselines, amplitudes, phases and noise levels, one row per entity."""
 
     def __init__(self, rng: np.random.Generator, n: int) -> None:
-        self.base = np.column_stack([rng.uniform(20, 60, n), rng.uniform(50, 200, n), rng.uniform(200, 1000, n), rng.uniform(1, 3, n)])
+        self.base = np.column_stack(
+            [rng.uniform(20, 60, n), rng.uniform(50, 200, n), rng.uniform(200, 1000, n), rng.uniform(1, 3, n)]
+        )
         self.amplitude = self.base * rng.uniform(0.1, 0.3, (n, len(FIELDS)))
         self.noise = self.base * rng.uniform(0.02, 0.05, (n, len(FIELDS)))
         self.phase = rng.uniform(0, 1, (n, 1))

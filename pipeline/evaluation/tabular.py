@@ -41,9 +41,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -229,8 +229,8 @@ def _zscore_scores(X_fit: np.ndarray, X_test: np.ndarray, seed: int, protocol: P
     order = np.random.default_rng(seed).permutation(len(X_fit))
     kernel.score_and_learn(np.zeros(len(X_fit), dtype=np.int64), X_fit[order])  # one entity
     # Score without learning: every test row gets its own copy of the learned state.
-    learned = kernel.state(1)
-    kernel.load_state({name: np.repeat(value, len(X_test), axis=0) for name, value in learned.items()})
+    learned = kernel.snapshot()
+    kernel.restore({name: np.repeat(value, len(X_test), axis=0) for name, value in learned.items()})
     z = kernel.score_and_learn(np.arange(len(X_test)), X_test)  # NaN if train ∪ valid was too short to warm up
     return np.nan_to_num(z, nan=0.0).max(axis=1)
 
@@ -454,7 +454,8 @@ def evaluate_authors(X: np.ndarray, y: np.ndarray, detector: str, protocol: Auth
         target = 0
 
     def select(target: int) -> dict:
-        per_seed = [{"seed": seed, "epoch": int(runs[seed]["epoch"][target]), "validation_roc_auc": float(runs[seed]["auc"][target]),
+        per_seed = [{"seed": seed, "epoch": int(runs[seed]["epoch"][target]),
+                     "validation_roc_auc": float(runs[seed]["auc"][target]),
                      "roc_auc": roc_auc(runs[seed]["test_scores"][target], test_labels),
                      "average_precision": average_precision(runs[seed]["test_scores"][target], test_labels)}
                     for seed in protocol.seeds]
@@ -467,7 +468,8 @@ def evaluate_authors(X: np.ndarray, y: np.ndarray, detector: str, protocol: Auth
         **_header(X, y, split, detector),
         "protocol": "authors (label-tuned)",
         "label_tuned": True,
-        "note": "label-tuned: " + ("k, " if ks else "") + "epoch and seed chosen on validation labels; optimistic by construction",
+        "note": "label-tuned: " + ("k, " if ks else "")
+        + "epoch and seed chosen on validation labels; optimistic by construction",
         "split_seed": protocol.split_seed,
         "epochs": protocol.epochs,
         "eval_every": protocol.eval_every,
@@ -486,6 +488,7 @@ def evaluate_authors(X: np.ndarray, y: np.ndarray, detector: str, protocol: Auth
     }
     if ks:  # the same runs without MSS (the authors' "non-MSS" column)
         without = select(0)
-        result["without_mss"] = {key: without[key] for key in ("roc_auc", "average_precision", "seed", "epoch", "validation_roc_auc")}
+        result["without_mss"] = {key: without[key]
+                                 for key in ("roc_auc", "average_precision", "seed", "epoch", "validation_roc_auc")}
     result["seconds"] = time.perf_counter() - started
     return result

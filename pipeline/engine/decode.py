@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import math
 from datetime import datetime
-from typing import Annotated, Union
+from typing import Annotated
 
 import msgspec
 
@@ -39,11 +39,11 @@ _MAX_TS_MS = 253_402_300_799_999
 
 class WireEvent(msgspec.Struct):
     key: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
-    ts: Union[AwareDatetime, int]
+    ts: AwareDatetime | int
     fields: dict[str, FieldValue]
     label: Label = None
-    group: Union[str, None] = None
-    id: Union[str, None] = None
+    group: str | None = None
+    id: str | None = None
 
 
 class DeadLetter(msgspec.Struct):
@@ -57,7 +57,7 @@ class DeadLetter(msgspec.Struct):
     payload_encoding: str
 
     @classmethod
-    def of(cls, raw: bytes, reason: str, detail: str, source: SourcePosition) -> "DeadLetter":
+    def of(cls, raw: bytes, reason: str, detail: str, source: SourcePosition) -> DeadLetter:
         try:
             return cls(reason, detail, source, raw.decode("utf-8"), "utf-8")
         except UnicodeDecodeError:

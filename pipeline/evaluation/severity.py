@@ -15,14 +15,28 @@ has the higher score, ties in score count one half).
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 import numpy as np
 from scipy.stats import kendalltau, rankdata
 
-from pipeline.synthetic import Incident
-
 ONSET_KINDS = ("spike", "level_shift")
+
+
+class GradedIncident(Protocol):
+    """What severity labelling reads of an incident (the demo's ``Incident`` has these attributes)."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def grade(self) -> int: ...
+    @property
+    def start_ms(self) -> int: ...
+    @property
+    def end_ms(self) -> int: ...
 
 
 def kendall_tau_b(severity: Sequence[float], score: Sequence[float]) -> float:
@@ -44,7 +58,7 @@ def concordance_index(severity: Sequence[float], score: Sequence[float]) -> floa
     return float(concordant / comparable) if comparable else float("nan")
 
 
-def severity_labels(incidents: Iterable[Incident], events: Sequence[tuple[str, int]]) -> np.ndarray:
+def severity_labels(incidents: Iterable[GradedIncident], events: Sequence[tuple[str, int]]) -> np.ndarray:
     """Per (key, event-time ms): 0 normal, 1-3 the grade of an onset event, -1 excluded."""
     onsets: dict[tuple[str, int], int] = {}
     windows: dict[str, list[tuple[int, int]]] = {}

@@ -4,7 +4,7 @@ Writes into the run directory: ``alerts.jsonl``, ``dead_letters.jsonl``, ``score
 scores and p-values, unless ``[sinks.scores]`` says otherwise), ``truth.jsonl`` (injected incidents),
 ``metrics.prom`` (final metrics) and ``summary.json`` (the table below, as data). The summary scores
 detection against the ground truth, and severity alignment (Kendall tau-b, C-index between each
-incident's grade and each outlier operator's calibrated p-value; :mod:`pipeline.severity`).
+incident's grade and each outlier operator's calibrated p-value; :mod:`pipeline.evaluation.severity`).
 
 With ``--broker embedded`` the stream goes through Kafka: a Tansu broker starts on a free loopback
 port, a producer thread writes the stream into a 4-partition topic (keyed by entity, stamped with event
@@ -29,16 +29,17 @@ import numpy as np
 from operators.base import P_VALUE_SUFFIX
 from operators.event import SourcePosition, epoch_ms
 from pipeline.config import Config, SinkConfig, SourceConfig
-from pipeline.decode import REASONS, DeadLetter
-from pipeline.embedded_broker import EmbeddedBroker
-from pipeline.kafka import KafkaSettings, create_topics, read_topic
-from pipeline.progress import Progress
-from pipeline.runner import RunReport, configured_source, run_pipeline
-from pipeline.severity import alignment, severity_labels
-from pipeline.shutdown import STOP
-from pipeline.sinks import sort_by_source
-from pipeline.sources import DemoSource, Pacer
-from pipeline.synthetic import KINDS, Evaluation, SyntheticStream, evaluate
+from pipeline.demo.broker import EmbeddedBroker
+from pipeline.demo.source import stream_records
+from pipeline.demo.synthetic import KINDS, Evaluation, SyntheticStream, evaluate
+from pipeline.engine.decode import REASONS, DeadLetter
+from pipeline.engine.kafka import KafkaSettings, create_topics, read_topic
+from pipeline.engine.progress import Progress
+from pipeline.engine.runner import RunReport, configured_source, run_pipeline
+from pipeline.engine.shutdown import STOP
+from pipeline.engine.sinks import sort_by_source
+from pipeline.engine.sources import IteratorSource, Pacer
+from pipeline.evaluation.severity import alignment, severity_labels
 
 SEVERITIES = ("info", "warning", "critical")
 
@@ -63,6 +64,7 @@ def read_alerts(path: Path | None) -> list[_AlertView]:
     return [decoder.decode(line) for line in path.read_bytes().splitlines() if line]
 
 
+DEMO_TOPIC = "vigil-demo"  # the topic name in the positions of the directly fed stream (without a broker)
 DEMO_TOPICS = {"events": "vigil-demo-events", "alerts": "vigil-demo-alerts", "dead_letters": "vigil-demo-dead-letters",
                "scores": "vigil-demo-scores"}
 DEMO_PARTITIONS = 4
@@ -71,7 +73,8 @@ DEMO_PARTITIONS = 4
 def run_demo(config: Config, *, show_progress: bool = True, out: TextIO | None = None, broker: str | None = None) -> dict:
     demo = config.demo
     if config.sinks.scores.type == "none":  # the severity alignment reads every event's scores
-        config = dataclasses.replace(config, sinks=dataclasses.replace(config.sinks, scores=SinkConfig(type="file", path="scores.jsonl")))
+        scores = SinkConfig(type="file", path="scores.jsonl")
+        config = dataclasses.replace(config, sinks=dataclasses.replace(config.sinks, scores=scores))
     stream = SyntheticStream(
         events=demo.events,
         entities=demo.entities,
@@ -93,8 +96,11 @@ def run_demo(config: Config, *, show_progress: bool = True, out: TextIO | None =
         with EmbeddedBroker(log_path=run_dir / "broker.log") as embedded:
             report = _run_through_kafka(config, stream, embedded.bootstrap, progress)
     else:
+        records = stream_records(stream, DEMO_TOPIC)
         report = run_pipeline(
-            config, lambda _metrics: DemoSource(stream, rate=demo.rate, on_emit=progress.advance, stop=STOP), bounded=True
+            config,
+            lambda _metrics: IteratorSource(records, topic=DEMO_TOPIC, rate=demo.rate, on_emit=progress.advance, stop=STOP),
+            bounded=True,
         )
     progress.close()
 
@@ -179,7 +185,7 @@ def _write_back(settings: KafkaSettings, topic: str, path: Path, line) -> None:
 
 
 def _severity_alignment(stream: SyntheticStream, scores_path: Path | None) -> dict:
-    """Per outlier operator: tau-b and C-index of incident grades against 1 - p (see pipeline.severity)."""
+    """Per outlier operator: tau-b and C-index of incident grades against 1 - p (see pipeline.evaluation.severity)."""
     if scores_path is None or not scores_path.exists():
         return {}
     decoder = msgspec.json.Decoder(_ScoresView)

@@ -9,7 +9,7 @@ Each Kafka partition is one Bytewax source partition, read by bytewax's own part
   kafka_exporter see Vigil's lag (the group is never used for assignment: positions come from the
   recovery store);
 * ``vigil_consumer_lag_messages`` and ``vigil_consumer_lag_seconds`` per partition;
-* a clean stop when :data:`pipeline.shutdown.STOP` is set: every partition ends, the dataflow
+* a clean stop when :data:`pipeline.engine.shutdown.STOP` is set: every partition ends, the dataflow
   drains, sinks flush and a final snapshot is taken.
 """
 from __future__ import annotations
@@ -18,17 +18,18 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any
 
 from bytewax.connectors.kafka import _KafkaSourcePartition
 from bytewax.inputs import FixedPartitionedSource
 from confluent_kafka import KafkaException, TopicPartition
 
 from operators.event import SourcePosition
-from pipeline.kafka import PartitionPlan
-from pipeline.metrics import Metrics
-from pipeline.sources import RawRecord
+from pipeline.engine.kafka import PartitionPlan
+from pipeline.engine.metrics import Metrics
+from pipeline.engine.sources import RawRecord
 
 log = logging.getLogger("vigil.kafka")
 
@@ -37,7 +38,7 @@ IDLE_WAIT = timedelta(milliseconds=20)
 
 
 class _PlannedPartition(_KafkaSourcePartition):
-    def __init__(self, source: "KafkaRecordSource", step_id: str, plan: PartitionPlan, resume: int | None) -> None:
+    def __init__(self, source: KafkaRecordSource, step_id: str, plan: PartitionPlan, resume: int | None) -> None:
         self.plan = plan
         self.source = source
         self.committed: int | None = None

@@ -1,23 +1,22 @@
-"""Kafka connection settings, secrets, and planning with kafka-python.
+"""Kafka connection settings and planning with kafka-python.
 
 The hot path (consuming and producing) runs on librdkafka through bytewax's connector; this module
 turns ``[kafka]`` into client settings for both libraries, waits for the brokers with back-off, and
 plans which offsets each partition covers (start, end, time window) before a run starts.
 
-Secrets never live in the config: ``sasl_password_env`` / ``sasl_password_file`` name where the value
-is, and the value is wrapped in :class:`Secret`, whose ``repr`` is masked, so a client library that
-logs its settings does not print it either.
+Secrets (SASL and key passwords) are resolved through :mod:`pipeline.secrets` when the client settings
+are built, as :class:`~pipeline.secrets.Secret` values whose ``repr`` is masked.
 """
 from __future__ import annotations
 
 import itertools
 import logging
-import os
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from pipeline.shutdown import STOP
+from pipeline.engine.shutdown import STOP
+from pipeline.secrets import Secret, resolve_secret
 
 if TYPE_CHECKING:
     from kafka import KafkaConsumer
@@ -28,44 +27,6 @@ log = logging.getLogger("vigil.kafka")
 
 T = TypeVar("T")
 
-# librdkafka property names that carry credentials; they may not be set through the pass-through tables.
-SECRET_WORDS = ("password", "secret", "token", "oauthbearer.config")
-
-
-class SecretError(ValueError):
-    def __init__(self, message: str, via: str) -> None:
-        super().__init__(message)
-        self.via = via  # "env" or "file": which config key to blame
-
-
-class Secret(str):
-    """A string whose repr is masked.
-
-    >>> password = Secret("hunter2")
-    >>> repr(password), f"{password!r}", password == "hunter2"
-    ("'***'", "'***'", True)
-    """
-
-    def __repr__(self) -> str:
-        return "'***'"
-
-
-def resolve_secret(env_name: str, file_path: str, environ: Mapping[str, str] | None = None) -> Secret | None:
-    """The secret named by an env var or stored in a file (trailing newline dropped), or None."""
-    if env_name and file_path:
-        raise SecretError("set either the _env or the _file key, not both", "env")
-    if env_name:
-        value = (os.environ if environ is None else environ).get(env_name)
-        if value is None:
-            raise SecretError(f"environment variable {env_name} is not set", "env")
-        return Secret(value)
-    if file_path:
-        try:
-            return Secret(Path(file_path).read_text().rstrip("\r\n"))
-        except OSError as error:
-            raise SecretError(f"cannot read {file_path}: {error.strerror}", "file") from None
-    return None
-
 
 class BrokerWaitStopped(RuntimeError):
     """Raised when a stop was requested while waiting for the brokers."""
@@ -75,7 +36,7 @@ class BrokerWaitStopped(RuntimeError):
 class KafkaSettings:
     """Client settings for librdkafka (hot path) and kafka-python (admin and planning)."""
 
-    config: "KafkaConfig"
+    config: KafkaConfig
 
     @property
     def servers(self) -> str:
@@ -136,7 +97,7 @@ class KafkaSettings:
         auth = f", SASL {c.sasl_mechanism} as {c.sasl_username!r}" if c.sasl_mechanism else ""
         return f"{self.servers} ({c.security_protocol}{auth})"
 
-    def consumer(self, **extra: Any) -> "KafkaConsumer":
+    def consumer(self, **extra: Any) -> KafkaConsumer:
         """A kafka-python consumer for planning, created once the brokers answer."""
         from kafka import KafkaConsumer
 
@@ -147,11 +108,11 @@ class KafkaSettings:
 
         return self.retry("connect to Kafka", lambda: KafkaAdminClient(**self.kafka_python()))
 
-    def retry(self, what: str, attempt: Callable[[], "T"]) -> "T":
+    def retry(self, what: str, attempt: Callable[[], T]) -> T:
         """Call ``attempt`` until it succeeds, backing off exponentially on connection errors.
 
         Each failure is one log line (no traceback): what failed, why, and when the next try is.
-        A stop request (:data:`pipeline.shutdown.STOP`) ends the wait.
+        A stop request (:data:`pipeline.engine.shutdown.STOP`) ends the wait.
         """
         from kafka.errors import KafkaError
 
@@ -214,7 +175,7 @@ class PartitionPlan:
         return (self.min_ts is None or ts_ms >= self.min_ts) and (self.max_ts is None or ts_ms < self.max_ts)
 
 
-def topic_partitions(consumer: "KafkaConsumer", settings: KafkaSettings, topics: Iterable[str]) -> list:
+def topic_partitions(consumer: KafkaConsumer, settings: KafkaSettings, topics: Iterable[str]) -> list:
     """Every partition of ``topics``, waiting (with back-off) for topics that do not exist yet."""
     from kafka import TopicPartition
 
@@ -231,7 +192,7 @@ def topic_partitions(consumer: "KafkaConsumer", settings: KafkaSettings, topics:
     return settings.retry("find the topics", lookup)
 
 
-def end_offsets(consumer: "KafkaConsumer", partitions: list) -> dict:
+def end_offsets(consumer: KafkaConsumer, partitions: list) -> dict:
     """The offset after the last record of each partition, now.
 
     Brokers answer ListOffsets with the high watermark, but some (Tansu 0.6, used in tests) report
@@ -256,7 +217,7 @@ def end_offsets(consumer: "KafkaConsumer", partitions: list) -> dict:
     return ends
 
 
-def committed_offsets(consumer: "KafkaConsumer", partitions: list) -> dict:
+def committed_offsets(consumer: KafkaConsumer, partitions: list) -> dict:
     """The group's committed offsets (None where nothing is committed); needs ``group_id`` set."""
     return {tp: consumer.committed(tp) for tp in partitions}
 

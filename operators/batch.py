@@ -1,0 +1,148 @@
+"""The columnar micro-batch that crosses the operator boundary.
+
+A :class:`Batch` holds one shard's events as arrays, one row per event, in stream order:
+
+* ``keys`` (object array of str) and ``slots`` (int64): the entity key and its slot in the shard's
+  :class:`~operators.entities.EntityIndex`. Per-entity state is indexed by slot;
+* ``ts_ms`` (int64): event time in epoch milliseconds;
+* ``origin`` (object: topic or file name), ``partition`` (int64, -1 for a file) and ``offset``
+  (int64: the offset, or the line of a file): the source position, from which alert ids derive;
+* ``numeric``: one float64 column per numeric field asked for, NaN where the field is missing or
+  not a number; ``text``: one object column per text field asked for, None where it is missing or
+  not a string;
+* ``label``, ``group``, ``ids`` (object arrays, None where absent): the optional event attributes;
+* ``scores``: columns published by operators (``score:<name>`` for later operators).
+
+Operators read and write arrays only: a batch exposes no event objects. :meth:`Batch.from_events`
+builds one from :class:`~operators.event.Event` records (tests, docs, and the engine until it decodes
+straight into columns).
+
+>>> from operators.event import Event, SourcePosition
+>>> events = [Event("a", 1000, {"cpu": 1.5, "host": "h1"}, SourcePosition(topic="t", partition=0, offset=7)),
+...           Event("b", 2000, {"cpu": "n/a"}, SourcePosition(file="f.jsonl", line=3), group="web")]
+>>> batch = Batch.from_events(events, numeric=["cpu"], text=["host"])
+>>> batch.column("cpu").tolist(), batch.text("host").tolist(), batch.slots.tolist()
+([1.5, nan], ['h1', None], [0, 1])
+>>> str(batch.source(0)), str(batch.source(1)), batch.group.tolist()
+('t/0@7', 'f.jsonl:3', [None, 'web'])
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from operators.event import Event, SourcePosition
+
+SCORE_PREFIX = "score:"
+P_VALUE_SUFFIX = ".p"  # score:<operator>.p is the calibrated p-value of score:<operator>
+FILE_PARTITION = -1  # the partition column of rows read from a file (offset is then the line)
+
+_NUMBER_TYPES = (float, int)
+
+
+def _objects(values: Iterable) -> np.ndarray:
+    items = list(values)
+    column = np.empty(len(items), dtype=object)
+    column[:] = items
+    return column
+
+
+class Batch:
+    """One shard's micro-batch as columns (module docstring)."""
+
+    def __init__(self, keys: np.ndarray, slots: np.ndarray, ts_ms: np.ndarray, origin: np.ndarray,
+                 partition: np.ndarray, offset: np.ndarray, *, numeric: dict[str, np.ndarray] | None = None,
+                 text: dict[str, np.ndarray] | None = None, label: np.ndarray | None = None,
+                 group: np.ndarray | None = None, ids: np.ndarray | None = None) -> None:
+        n = len(keys)
+        self.keys = keys
+        self.slots = slots
+        self.ts_ms = ts_ms
+        self.origin = origin
+        self.partition = partition
+        self.offset = offset
+        self.numeric = numeric or {}
+        self.text_columns = text or {}
+        none = np.full(n, None, dtype=object)
+        self.label = none if label is None else label
+        self.group = none if group is None else group
+        self.ids = none if ids is None else ids
+        self.scores: dict[str, np.ndarray] = {}
+
+    @classmethod
+    def from_events(cls, events: Sequence[Event], *, numeric: Sequence[str] | None = None,
+                    text: Sequence[str] | None = None, slots: np.ndarray | None = None) -> Batch:
+        """Columns of ``events``. ``numeric`` / ``text``: the fields to extract (default: every field
+        seen, both ways). ``slots``: entity slots; by default each key's rank of first appearance,
+        which suits a single batch (a stream goes through :class:`~operators.registry.OperatorChain`,
+        whose entity index assigns slots)."""
+        fields = [event.fields for event in events]
+        if numeric is None or text is None:
+            seen = list(dict.fromkeys(name for f in fields for name in f))
+            numeric = seen if numeric is None else numeric
+            text = seen if text is None else text
+        keys = _objects(event.key for event in events)
+        if slots is None:
+            first_seen: dict[str, int] = {}
+            slots = np.fromiter((first_seen.setdefault(k, len(first_seen)) for k in keys), dtype=np.int64, count=len(keys))
+        sources = [event.source for event in events]
+        from_file = [s.file is not None for s in sources]
+        return cls(
+            keys,
+            np.asarray(slots, dtype=np.int64),
+            np.fromiter((event.ts_ms for event in events), dtype=np.int64, count=len(events)),
+            _objects(s.file if f else s.topic for s, f in zip(sources, from_file)),
+            np.fromiter((FILE_PARTITION if f else s.partition for s, f in zip(sources, from_file)), dtype=np.int64,
+                        count=len(sources)),
+            np.fromiter(((s.line if f else s.offset) or 0 for s, f in zip(sources, from_file)), dtype=np.int64,
+                        count=len(sources)),
+            numeric={name: np.fromiter((v if (v := f.get(name)).__class__ in _NUMBER_TYPES else np.nan for f in fields),
+                                       dtype=np.float64, count=len(fields)) for name in numeric},
+            text={name: _objects(v if (v := f.get(name)).__class__ is str else None for f in fields) for name in text},
+            label=_objects(event.label for event in events),
+            group=_objects(event.group for event in events),
+            ids=_objects(event.id for event in events),
+        )
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def column(self, name: str) -> np.ndarray:
+        """A numeric column: an event field asked for as numeric, or ``score:<operator>``."""
+        if name.startswith(SCORE_PREFIX):
+            return self.scores[name[len(SCORE_PREFIX) :]]
+        try:
+            return self.numeric[name]
+        except KeyError:
+            raise KeyError(f"numeric field {name!r} was not extracted into this batch") from None
+
+    def matrix(self, names: Sequence[str]) -> np.ndarray:
+        """The numeric columns ``names`` side by side (rows x len(names), float64)."""
+        if not names:
+            return np.empty((len(self), 0))
+        return np.column_stack([self.column(name) for name in names])
+
+    def text(self, name: str) -> np.ndarray:
+        """A text column (object array; None where missing or not a string)."""
+        try:
+            return self.text_columns[name]
+        except KeyError:
+            raise KeyError(f"text field {name!r} was not extracted into this batch") from None
+
+    def source(self, row: int) -> SourcePosition:
+        """The source position of one row (for alert records)."""
+        origin, partition, offset = self.origin[row], int(self.partition[row]), int(self.offset[row])
+        if partition == FILE_PARTITION:
+            return SourcePosition(file=origin, line=offset)
+        return SourcePosition(topic=origin, partition=partition, offset=offset)
+
+    def rows(self, start: int, stop: int) -> Batch:
+        """Rows ``[start, stop)`` as a batch of views (published scores included)."""
+        part = slice(start, stop)
+        sub = Batch(self.keys[part], self.slots[part], self.ts_ms[part], self.origin[part], self.partition[part],
+                    self.offset[part], numeric={k: v[part] for k, v in self.numeric.items()},
+                    text={k: v[part] for k, v in self.text_columns.items()}, label=self.label[part],
+                    group=self.group[part], ids=self.ids[part])
+        sub.scores = {k: v[part] for k, v in self.scores.items()}
+        return sub
