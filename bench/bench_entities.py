@@ -5,7 +5,8 @@ bound on entity state memory would grow with the stream. The bench writes the ev
 file (untimed) and runs the real ``vigil run`` with the default operators (zscore outlier scoring and
 ADWIN drift on its score) in a subprocess for each configured cap ``entities.max_per_shard``, sampling
 the process's resident memory (``VmRSS`` from /proc) every 0.2 s. It also runs a reference with few
-distinct keys (each cap's worth, so nothing is evicted) and reports, per cap: peak RSS, live entities and
+distinct keys (each cap's worth, so nothing is evicted) and reports, per cap (the TTL is off, so the cap alone
+bounds the state; a cap above the key count shows the growth it prevents): peak RSS, live entities and
 evictions at the end (from metrics.prom), throughput, and the peak RSS of the reference.
 
 Usage: ``python bench/bench_entities.py [--events N] [--caps 500,2000,8000] [--out bench/results/entities.md]``.
@@ -54,7 +55,8 @@ def run(events: Path, run_dir: Path, cap: int) -> dict:
     """One bounded `vigil run`; peak RSS sampled from outside, end-of-run metrics from metrics.prom."""
     command = [sys.executable, "-m", "pipeline.cli", "run", "--config", str(REPO / "pipeline" / "default.toml"),
                "--set", "source.type='file'", "--set", f"source.path='{events}'", "--set", f"entities.max_per_shard={cap}",
-               "--set", f"pipeline.shards={SHARDS}", "--run-dir", str(run_dir), "--no-metrics"]
+               "--set", f"pipeline.shards={SHARDS}", "--set", "entities.ttl_seconds=0",  # the cap alone bounds the state
+               "--run-dir", str(run_dir), "--no-metrics"]
     started = time.monotonic()
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = 0
@@ -117,7 +119,7 @@ def main() -> None:
         f"# Resident memory with {args.events:,} events, every one a new key",
         "",
         f"`python bench/bench_entities.py --events {args.events} --caps {args.caps}`; default operators (zscore + ADWIN), "
-        f"{SHARDS} shards, one process; {platform.machine()}, Python {platform.python_version()}.",
+        f"{SHARDS} shards, one process, TTL off; {platform.machine()}, Python {platform.python_version()}.",
         "",
         "| max_per_shard | entity cap (x16 shards) | peak RSS, 1M distinct keys | live entities at end | evicted (capacity) "
         "| run time | reference: 0.8 x cap distinct keys, no eviction: peak RSS |",

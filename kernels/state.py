@@ -51,7 +51,4 @@ def tensor_bytes(tensors) -> int:
     >>> tensor_bytes([np.zeros(3), np.zeros((2, 2), dtype=np.float32)])
     40
     """
-    total = 0
-    for t in tensors:
-        total += t.nbytes if hasattr(t, "nbytes") and not hasattr(t, "element_size") else t.element_size() * t.nelement()
-    return total
+    return sum(t.nbytes for t in tensors)
