@@ -37,7 +37,10 @@ def records() -> list[RawRecord]:
     return out
 
 
-def run_flow(batching: Batching, shards: int = 2):
+ROOMY = EntityLimits(max_entities=100)  # every host keeps its state
+
+
+def run_flow(batching: Batching, shards: int = 2, entities: EntityLimits = ROOMY):
     alerts, dead = [], []
     metrics = Metrics()
     flow = build_flow(
@@ -48,7 +51,7 @@ def run_flow(batching: Batching, shards: int = 2):
         metrics=metrics,
         shards=shards,
         batching=batching,
-        entities=EntityLimits(max_entities=100),
+        entities=entities,
         max_event_bytes=4096,
     )
     run_main(flow)
@@ -103,3 +106,19 @@ def test_shard_logic_snapshot_is_plain_data_and_resumes():
     resumed = ShardLogic(OperatorChain.build(SPECS, max_entities=100), Batching(1000, timedelta(seconds=10)), Metrics(), state)
     assert resumed.pending == logic.pending
     assert list(resumed.on_eof()[0]) == list(logic.on_eof()[0])
+
+
+def test_entity_limits_evict_and_metrics_count_it():
+    """One shard holding at most 2 of the 3 hosts, which take turns: every event of a host finds it evicted."""
+    _, _, metrics = run_flow(Batching(16, timedelta(milliseconds=50)), shards=1, entities=EntityLimits(max_entities=2))
+    sample = metrics.registry.get_sample_value
+    assert sample("vigil_entities") == 2
+    # Every event but the first two evicts a host, except host-2's at offset 152, which follows its own at 149
+    # (the records at 150 and 151 are dead letters).
+    assert sample("vigil_entities_evicted_total", {"reason": "capacity"}) == 298 - 2 - 1
+    assert sample("vigil_entities_evicted_total", {"reason": "ttl"}) == 0
+    _, _, metrics = run_flow(Batching(16, timedelta(milliseconds=50)), shards=1,
+                             entities=EntityLimits(max_entities=100, ttl_ms=500))  # events 1 s apart
+    # Each event finds every other host idle for over 500 ms: all but the last event's host end up evicted.
+    assert metrics.registry.get_sample_value("vigil_entities_evicted_total", {"reason": "ttl"}) == 298 - 1
+    assert metrics.registry.get_sample_value("vigil_entities") == 1

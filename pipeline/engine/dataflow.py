@@ -96,10 +96,10 @@ class ShardLogic(StatefulBatchLogic[Event, "Alert | ScoredEvent", dict]):
         self.pending: list[Event] = []
         self.deadline: datetime | None = None
         self.state_reported_at = -math.inf
-        self.evictions_reported = dict(chain.entities.evicted)
         if resume is not None:
-            chain.restore(resume["operators"])
+            chain.restore(resume["chain"])
             self.pending = [msgspec.convert(item, Event) for item in resume["pending"]]
+        self.evictions_reported = dict(chain.entities.evicted)  # this process counts its own evictions only
 
     def _process(self, events: list[Event]) -> list[Alert | ScoredEvent]:
         self.metrics.batch_size.observe(len(events))
@@ -156,7 +156,7 @@ class ShardLogic(StatefulBatchLogic[Event, "Alert | ScoredEvent", dict]):
         return self.deadline
 
     def snapshot(self) -> dict[str, Any]:
-        return {"operators": self.chain.snapshot(), "pending": msgspec.to_builtins(self.pending)}
+        return {"chain": self.chain.snapshot(), "pending": msgspec.to_builtins(self.pending)}
 
 
 def build_flow(
