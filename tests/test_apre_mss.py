@@ -1,4 +1,4 @@
-"""APRE and mean shift against the reference values in the research note (outlier.md §1.4, §1.5)."""
+"""APRE and mean shift against hand-computed reference values (Tan et al., MSS-PAE: the APRE formula and mean shift)."""
 import pytest
 import torch
 

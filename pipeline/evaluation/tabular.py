@@ -1,6 +1,6 @@
 """``vigil evaluate tabular``: a detector on a labelled table, scored by ROC-AUC and average precision.
 
-Both protocols follow the research note (outlier.md §1.6 and §5 item 4) and share one split:
+Both protocols follow the authors' code for MSS-PAE (Tan et al., references below) and share one split:
 
 * **Split.** Stratified 50 / 25 / 25 % (train / valid / test), inliers and outliers split separately,
   exactly as the authors' ``load_data`` does it with ``np.random.seed(42)``: the legacy NumPy generator
@@ -22,8 +22,8 @@ metrics on the test part. ``river-hst`` learns train ∪ valid once in an order 
 scores the test rows; ``zscore`` learns train ∪ valid in seeded order, then scores each test row against
 the learned state without learning from it.
 
-``AuthorsProtocol`` (``--protocol authors``) is the authors' **label-tuned** selection (outlier.md §1.5,
-§1.6; their ``main.py``): 20 random inits (seeds 0-19); k in 2..min(100, n_fit - 1) chosen on validation
+``AuthorsProtocol`` (``--protocol authors``) is the authors' **label-tuned** selection (their ``main.py``):
+20 random inits (seeds 0-19); k in 2..min(100, n_fit - 1) chosen on validation
 labels (the k whose mean min-max-normalised validation score over the seeds {0, 10, 20, 30, 40}, each
 taken at its best validation epoch, has the best validation ROC-AUC); then, for each seed, the epoch with
 the best validation ROC-AUC, and the seed with the best validation ROC-AUC, whose test metrics are
@@ -36,6 +36,14 @@ sorted list of the nearest reference rows and a cumulative sum over it.
 
 Tables: ``.mat`` (ODDS: ``X``, ``y``), ``.npz`` (``X``, ``y``) or ``.csv`` (header line, label in the
 last column); label 1 marks an outlier.
+
+References
+----------
+Tan, X., Yang, J., Chen, J., Rahardja, S. and Rahardja, S. (2025). MSS-PAE: Saving autoencoder-based
+outlier detection from unexpected reconstruction. *Pattern Recognition* 163, 111467 (arXiv 2304.00709);
+code: github.com/Ra1demmmm/Autoencoder-based-Outlier-Detection (``load_data``, ``main.py``, ``run_main.sh``).
+
+Rayana, S. (2016). ODDS Library. Stony Brook University.
 """
 from __future__ import annotations
 
@@ -48,7 +56,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-DEFAULT_EPOCHS = 5000  # the authors' run_main.sh and outlier.md §5 item 4
+DEFAULT_EPOCHS = 5000  # the authors' run_main.sh
 AUTOENCODERS = ("apre-mss", "apre", "mse-ae")
 
 
