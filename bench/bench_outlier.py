@@ -38,7 +38,7 @@ ALERTING = AlertingParams(warmup=50)
 
 def operator_specs(device: str) -> dict[str, OperatorSpec]:
     return {
-        "zscore": OperatorSpec("zscore", "zscore", NUMERIC, ZScoreParams(device=device, alerting=ALERTING)),
+        "zscore": OperatorSpec("zscore", "zscore", NUMERIC, ZScoreParams(alerting=ALERTING)),
         "hst": OperatorSpec("hst", "hst", NUMERIC, HalfSpaceTreesParams(alerting=ALERTING)),
         "ape": OperatorSpec("ape", "ape", CATEGORICAL, ApeParams(device=device, warmup=1000, alerting=ALERTING)),
         "apre_mss": OperatorSpec("apre_mss", "apre_mss", NUMERIC, ApreMssParams(device=device, alerting=ALERTING)),

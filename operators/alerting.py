@@ -33,6 +33,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numba
 import numpy as np
 
 from kernels.state import Stateful
@@ -53,6 +54,45 @@ class AlertingParams:
     tail: int = param(20, "largest past scores that fit the exponential tail (smaller than window)", min=2, unit="scores")
     levels: dict[str, float] = param({"info": 1.0, "warning": 10.0, "critical": 100.0},
                                      "severity name to rarity: how many times rarer than the budget an event must be")
+
+
+@numba.njit(cache=True)
+def _learn(slot, ts, score, windows, count, last_ts, mean_gap, window):  # pragma: no cover - compiled
+    c = count[slot]
+    windows[slot, c % window] = np.float32(score)
+    if c:
+        gap = float(ts - last_ts[slot])
+        previous = mean_gap[slot]
+        # The rate adapts over about a window of events.
+        mean_gap[slot] = gap if math.isnan(previous) else previous + (gap - previous) / min(c, window)
+    last_ts[slot] = ts
+    count[slot] = c + 1
+
+
+@numba.njit(cache=True)
+def _judge_counted(start, slots, ts, scores, windows, count, last_ts, mean_gap, window, warmup, tail,
+                   p_out, gap_out):  # pragma: no cover - compiled
+    """Judge and learn rows from ``start`` while their p-value can be counted; return the first row that needs
+    the tail fit (before judging it), or the number of rows."""
+    for row in range(start, slots.shape[0]):
+        score = scores[row]
+        if math.isnan(score):
+            continue
+        slot = slots[row]
+        c = count[slot]
+        if c >= warmup:
+            n = min(c, window)
+            score32 = np.float32(score)
+            at_least = 0
+            for k in range(n):
+                if windows[slot, k] >= score32:
+                    at_least += 1
+            if at_least < tail:
+                return row
+            p_out[row] = (1.0 + at_least) / (n + 1.0)
+            gap_out[row] = mean_gap[slot]
+        _learn(slot, ts[row], score, windows, count, last_ts, mean_gap, window)
+    return slots.shape[0]
 
 
 class CalibratedAlerting(Stateful):
@@ -87,28 +127,36 @@ class CalibratedAlerting(Stateful):
 
     def judge(self, slots: np.ndarray, ts_ms: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """p-value (NaN when not judged) and level (an index into ``level_names``, or ``NO_ALERT``) per
-        event, in order; then each score joins its slot's window."""
-        p_values = np.full(len(slots), np.nan)
-        levels = np.full(len(slots), NO_ALERT, dtype=np.int64)
-        if len(slots):
-            self._ensure_rows(int(slots.max()) + 1)
-        warmup = self.params.warmup
-        for row, (slot, ts, score) in enumerate(zip(slots.tolist(), ts_ms.tolist(), np.asarray(scores).tolist())):
-            if math.isnan(score):
-                continue
-            if self.count[slot] >= warmup:
-                p_values[row] = p = self._p_value(slot, score)
-                levels[row] = self._level(slot, p)
-            self._learn(slot, ts, score)
-        return p_values, levels
-    def _p_value(self, slot: int, score: float) -> float:
+        event, in order; then each score joins its slot's window.
+
+        The rows run through a compiled loop (:func:`_judge_counted`) that stops at each row whose p-value
+        needs the tail fit (fewer than ``tail`` past scores as large: a few percent of rows); that row's
+        p-value is computed here with numpy, exactly as ever, and the loop goes on after it."""
+        n = len(slots)
+        p_values = np.full(n, np.nan)
+        gaps = np.full(n, np.nan)  # the slot's mean event gap when the row was judged
+        if not n:
+            return p_values, np.full(0, NO_ALERT, dtype=np.int64)
+        self._ensure_rows(int(slots.max()) + 1)
+        slots = np.ascontiguousarray(slots, dtype=np.int64)
+        ts_ms = np.ascontiguousarray(ts_ms, dtype=np.int64)
+        scores = np.ascontiguousarray(scores, dtype=np.float64)
+        state = (self.scores, self.count, self.last_ts, self.mean_gap_ms, self.params.window)
+        row = _judge_counted(0, slots, ts_ms, scores, *state, self.params.warmup, self.params.tail, p_values, gaps)
+        while row < n:
+            slot = int(slots[row])
+            p_values[row], gaps[row] = self._tail_p_value(slot, float(scores[row])), self.mean_gap_ms[slot]
+            _learn(slot, ts_ms[row], scores[row], *state)
+            row = _judge_counted(row + 1, slots, ts_ms, scores, *state, self.params.warmup, self.params.tail, p_values, gaps)
+        return p_values, self._levels(p_values, gaps)
+
+    def _tail_p_value(self, slot: int, score: float) -> float:
+        """The p-value of a score that fewer than ``tail`` past scores reach: an exponential fit to the tail."""
         n = int(min(self.count[slot], self.params.window))
         past = self.scores[slot, :n]
         score32 = np.float32(score)
         at_least = int(np.count_nonzero(past >= score32))
         tail = self.params.tail
-        if at_least >= tail:
-            return (1 + at_least) / (n + 1)
         top = np.partition(past, n - tail)[n - tail :].astype(np.float64)
         threshold = top.min()
         scale = float(np.mean(top - threshold))
@@ -116,28 +164,15 @@ class CalibratedAlerting(Stateful):
             return 0.0 if score32 > threshold else (1 + at_least) / (n + 1)
         return tail / (n + 1) * math.exp(-(float(score32) - threshold) / scale)
 
-    def _level(self, slot: int, p: float) -> int:
-        gap = self.mean_gap_ms[slot]
-        if not gap > 0.0:  # NaN or simultaneous events: no rate, no alert
-            return NO_ALERT
-        alert_p = self.params.budget_per_day * gap / MS_PER_DAY
-        level = NO_ALERT
-        for index, rarity in enumerate(self.level_rarities):  # ascending rarity: nested levels
-            if p > alert_p / rarity:
-                break
-            level = index
-        return level
-
-    def _learn(self, slot: int, ts: int, score: float) -> None:
-        count = self.count[slot]
-        self.scores[slot, count % self.params.window] = score
-        if count:
-            gap = float(ts - self.last_ts[slot])
-            previous = self.mean_gap_ms[slot]
-            # The rate adapts over about a window of events.
-            self.mean_gap_ms[slot] = gap if math.isnan(previous) else previous + (gap - previous) / min(count, self.params.window)
-        self.last_ts[slot] = ts
-        self.count[slot] = count + 1
+    def _levels(self, p_values: np.ndarray, gaps: np.ndarray) -> np.ndarray:
+        """The rarest level whose threshold each p-value meets (levels are nested: thresholds shrink with rarity);
+        no level without a rate (NaN gap, or simultaneous events)."""
+        alert_p = self.params.budget_per_day * gaps / MS_PER_DAY
+        with np.errstate(invalid="ignore"):
+            met = p_values[:, None] <= alert_p[:, None] / np.asarray(self.level_rarities)[None, :]
+        levels = np.cumprod(met, axis=1).sum(axis=1) - 1  # the length of the prefix of levels met
+        levels[~(gaps > 0.0)] = NO_ALERT
+        return levels
 
     def evict(self, slots: np.ndarray) -> None:
         """Forget these slots: their next score starts a new window and a new rate estimate."""

@@ -19,7 +19,7 @@ References
 Lucas, J. M. and Saccucci, M. S. (1990). Exponentially weighted moving average control schemes:
 properties and enhancements. *Technometrics* 32(1), 1-12.
 
-Finch, T. (2009). Incremental calculation of weighted mean and variance. University of Cambridge.
+West, D. H. D. (1979). Updating mean and variance estimates: an improved method. *CACM* 22(9), 532-535.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from kernels.ewma import RobustEwma
 from operators.alerting import AlertingParams
 from operators.base import ScoringOperator
 from operators.batch import Batch
-from operators.params import DEVICE_PATTERN, param
+from operators.params import param
 
 
 @dataclass
@@ -45,7 +45,6 @@ class ZScoreParams:
                         min=0.0, unit="standard deviations")
     warmup: int = param(30, "values per field before an entity is scored", min=0, unit="events")
     min_std: float = param(1e-6, "floor on the standard deviation, so constant fields do not score infinity", min=0.0)
-    device: str = param("auto", "where the kernel runs: auto, cpu, cuda or cuda:N", pattern=DEVICE_PATTERN)
     alerting: AlertingParams = param(AlertingParams(), "the false-alarm budget and severity levels")
 
 
@@ -60,13 +59,12 @@ class ZScoreOperator(ScoringOperator):
             clip=params.clip,
             warmup=params.warmup,
             min_std=params.min_std,
-            device=params.device,
         )
         self._worst_field = np.empty(0, dtype=np.int64)  # per row of the batch being processed
 
     @classmethod
     def contract_cases(cls) -> list[tuple[list[str], ZScoreParams]]:
-        return [(["x0", "x1"], ZScoreParams(warmup=5, device="cpu", alerting=AlertingParams(window=50, warmup=10, tail=5)))]
+        return [(["x0", "x1"], ZScoreParams(warmup=5, alerting=AlertingParams(window=50, warmup=10, tail=5)))]
 
     def score(self, batch: Batch) -> np.ndarray:
         z = self.kernel.score_and_learn(batch.slots, batch.matrix(self.fields))

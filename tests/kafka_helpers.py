@@ -25,7 +25,6 @@ type = "zscore"
 fields = ["cpu", "latency_ms", "requests", "error_rate"]
 [operators.params]
 warmup = 30
-device = "cpu"
 # Short test streams: alerts may start once an entity has 50 calibrating scores.
 alerting = { warmup = 50 }
 

@@ -16,7 +16,7 @@ from pipeline.engine.metrics import Metrics
 from pipeline.engine.sources import RawRecord
 
 SPECS = [
-    OperatorSpec("zscore", "outlier", ("cpu",), ZScoreParams(warmup=20, device="cpu", alerting=AlertingParams(warmup=20))),
+    OperatorSpec("zscore", "outlier", ("cpu",), ZScoreParams(warmup=20, alerting=AlertingParams(warmup=20))),
     OperatorSpec("drift", "drift", ("cpu",), DriftParams(detector="page_hinkley", detector_params={"threshold": 30.0})),
 ]
 

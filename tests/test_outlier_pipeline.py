@@ -22,7 +22,6 @@ name = "z"
 type = "zscore"
 fields = ["cpu", "mem", "io"]
 [operators.params]
-device = "cpu"
 alerting = {{ warmup = 100 }}
 
 [[operators]]

@@ -1,10 +1,12 @@
 """The fast outlier operator: detection, warm-up, and the kernel against a scalar reference.
 
 Causality, batch-cut invariance, restore and eviction are checked for every operator in tests/contract."""
+import math
+
 import numpy as np
 import pytest
 
-from kernels.ewma import RobustEwma, occurrence_rank
+from kernels.ewma import RobustEwma
 from operators.alerting import AlertingParams
 from operators.batch import Batch
 from operators.event import Event, SourcePosition
@@ -29,7 +31,7 @@ def stream():
 
 def test_spike_is_flagged_and_warmup_is_unscored(stream):
     values, keys = stream
-    op = ZScoreOperator("outlier", ["a", "b"], ZScoreParams(warmup=10, device="cpu", alerting=AlertingParams(warmup=20)))
+    op = ZScoreOperator("outlier", ["a", "b"], ZScoreParams(warmup=10, alerting=AlertingParams(warmup=20)))
     batch = Batch.from_events(make_events(values, keys))
     alerts = op.process(batch)
     assert [a.source.offset for a in alerts] == [400]
@@ -38,20 +40,19 @@ def test_spike_is_flagged_and_warmup_is_unscored(stream):
     assert np.isnan(batch.scores["outlier"][: 10 * len(keys)]).all()  # each key's first 10 events
 
 
-def test_occurrence_rank_orders_repeats():
-    assert occurrence_rank(np.array([2, 2, 0, 2, 0])).tolist() == [0, 1, 0, 2, 1]
-
-
-def test_kernel_matches_a_scalar_reference():
+def test_kernel_equals_a_scalar_reference_bit_for_bit():
+    """IEEE double arithmetic op by op, with the correctly rounded square root (torch's vectorised float64 sqrt,
+    used by the earlier kernel, is off by one ulp for about 0.8 % of inputs)."""
     rng = np.random.default_rng(0)
-    x = rng.normal(5, 2, size=300)
+    x = rng.normal(5, 2, size=3000)
     x[200] = 40.0
-    kernel = RobustEwma(1, alpha=0.05, clip=3.0, warmup=20, min_std=1e-6, device="cpu")
-    got = kernel.score_and_learn(np.zeros(300, dtype=np.int64), x[:, None])[:, 0]
+    kernel = RobustEwma(1, alpha=0.05, clip=3.0, warmup=20, min_std=1e-6)
+    got = np.concatenate([kernel.score_and_learn(np.zeros(len(part), dtype=np.int64), part[:, None])[:, 0]
+                          for part in np.array_split(x, 7)])
     mean = var = 0.0
     expected = []
     for n, value in enumerate(x):
-        std = max(var, 1e-12) ** 0.5
+        std = math.sqrt(max(var, 1e-12))
         residual = value - mean
         warm = n >= 20
         expected.append(abs(residual) / std if warm else np.nan)
@@ -60,7 +61,7 @@ def test_kernel_matches_a_scalar_reference():
         weight = max(1 / (n + 1), 0.05)
         mean += weight * residual
         var = (1 - weight) * (var + weight * residual * residual)
-    np.testing.assert_allclose(got, expected, rtol=1e-12, equal_nan=True)
+    np.testing.assert_array_equal(got, expected)
     assert got[200] > 10
 
 

@@ -233,7 +233,7 @@ def _river_hst_scores(X_fit: np.ndarray, X_test: np.ndarray, seed: int, protocol
 def _zscore_scores(X_fit: np.ndarray, X_test: np.ndarray, seed: int, protocol: Protocol) -> np.ndarray:
     from kernels.ewma import RobustEwma
 
-    kernel = RobustEwma(X_fit.shape[1], alpha=0.02, clip=3.0, warmup=30, min_std=1e-6, device="cpu")
+    kernel = RobustEwma(X_fit.shape[1], alpha=0.02, clip=3.0, warmup=30, min_std=1e-6)
     order = np.random.default_rng(seed).permutation(len(X_fit))
     kernel.score_and_learn(np.zeros(len(X_fit), dtype=np.int64), X_fit[order])  # one entity
     # Score without learning: every test row gets its own copy of the learned state.
