@@ -82,28 +82,76 @@ class Batch:
             seen = list(dict.fromkeys(name for f in fields for name in f))
             numeric = seen if numeric is None else numeric
             text = seen if text is None else text
-        keys = _objects(event.key for event in events)
-        if slots is None:
-            first_seen: dict[str, int] = {}
-            slots = np.fromiter((first_seen.setdefault(k, len(first_seen)) for k in keys), dtype=np.int64, count=len(keys))
         sources = [event.source for event in events]
         from_file = [s.file is not None for s in sources]
-        return cls(
-            keys,
-            np.asarray(slots, dtype=np.int64),
-            np.fromiter((event.ts_ms for event in events), dtype=np.int64, count=len(events)),
+        batch = cls.from_records(
+            events, np.fromiter((event.ts_ms for event in events), dtype=np.int64, count=len(events)),
             _objects(s.file if f else s.topic for s, f in zip(sources, from_file)),
             np.fromiter((FILE_PARTITION if f else s.partition for s, f in zip(sources, from_file)), dtype=np.int64,
                         count=len(sources)),
             np.fromiter(((s.line if f else s.offset) or 0 for s, f in zip(sources, from_file)), dtype=np.int64,
                         count=len(sources)),
+            numeric=numeric, text=text)
+        if slots is None:
+            first_seen: dict[str, int] = {}
+            slots = np.fromiter((first_seen.setdefault(k, len(first_seen)) for k in batch.keys), dtype=np.int64,
+                                count=len(batch))
+        batch.slots = np.asarray(slots, dtype=np.int64)
+        return batch
+
+    @classmethod
+    def from_records(cls, records: Sequence, ts_ms: np.ndarray, origin: np.ndarray, partition: np.ndarray,
+                     offset: np.ndarray, *, numeric: Sequence[str], text: Sequence[str]) -> Batch:
+        """Columns of records that have ``key``, ``fields``, ``label``, ``group`` and ``id`` attributes (events, or
+        the decoder's wire records), with their event times and source positions given as arrays; slots are 0
+        until the shard's entity index assigns them."""
+        fields = [record.fields for record in records]
+        n = len(records)
+        return cls(
+            _objects(record.key for record in records),
+            np.zeros(n, dtype=np.int64),
+            ts_ms,
+            origin,
+            partition,
+            offset,
             numeric={name: np.fromiter((v if (v := f.get(name)).__class__ in _NUMBER_TYPES else np.nan for f in fields),
-                                       dtype=np.float64, count=len(fields)) for name in numeric},
+                                       dtype=np.float64, count=n) for name in numeric},
             text={name: _objects(v if (v := f.get(name)).__class__ is str else None for f in fields) for name in text},
-            label=_objects(event.label for event in events),
-            group=_objects(event.group for event in events),
-            ids=_objects(event.id for event in events),
+            label=_objects(record.label for record in records),
+            group=_objects(record.group for record in records),
+            ids=_objects(record.id for record in records),
         )
+
+    @classmethod
+    def concat(cls, parts: Sequence[Batch]) -> Batch:
+        """Rows of several batches with the same columns, in order (published scores are not carried)."""
+        if len(parts) == 1:
+            return parts[0]
+        first = parts[0]
+        join = lambda name: np.concatenate([getattr(part, name) for part in parts])  # noqa: E731
+        return cls(join("keys"), join("slots"), join("ts_ms"), join("origin"), join("partition"), join("offset"),
+                   numeric={k: np.concatenate([part.numeric[k] for part in parts]) for k in first.numeric},
+                   text={k: np.concatenate([part.text_columns[k] for part in parts]) for k in first.text_columns},
+                   label=join("label"), group=join("group"), ids=join("ids"))
+
+    _OBJECT_COLUMNS = ("keys", "origin", "label", "group", "ids")
+    _NUMBER_COLUMNS = ("slots", "ts_ms", "partition", "offset")
+
+    def to_plain(self) -> dict:
+        """The rows as plain data (lists and numeric arrays), for snapshots of batches not processed yet."""
+        return {**{name: getattr(self, name).tolist() for name in self._OBJECT_COLUMNS},
+                **{name: getattr(self, name).copy() for name in self._NUMBER_COLUMNS},
+                "numeric": {k: v.copy() for k, v in self.numeric.items()},
+                "text": {k: v.tolist() for k, v in self.text_columns.items()}}
+
+    @classmethod
+    def from_plain(cls, state: dict) -> Batch:
+        objects = {name: _objects(state[name]) for name in cls._OBJECT_COLUMNS}
+        numbers = {name: np.asarray(state[name], dtype=np.int64) for name in cls._NUMBER_COLUMNS}
+        return cls(objects["keys"], numbers["slots"], numbers["ts_ms"], objects["origin"], numbers["partition"],
+                   numbers["offset"], numeric={k: np.asarray(v, dtype=np.float64) for k, v in state["numeric"].items()},
+                   text={k: _objects(v) for k, v in state["text"].items()}, label=objects["label"],
+                   group=objects["group"], ids=objects["ids"])
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -139,7 +187,10 @@ class Batch:
 
     def rows(self, start: int, stop: int) -> Batch:
         """Rows ``[start, stop)`` as a batch of views (published scores included)."""
-        part = slice(start, stop)
+        return self.take(slice(start, stop))
+
+    def take(self, part: slice | np.ndarray) -> Batch:
+        """The rows selected by a slice (views) or an index array (copies), published scores included."""
         sub = Batch(self.keys[part], self.slots[part], self.ts_ms[part], self.origin[part], self.partition[part],
                     self.offset[part], numeric={k: v[part] for k, v in self.numeric.items()},
                     text={k: v[part] for k, v in self.text_columns.items()}, label=self.label[part],

@@ -2,6 +2,7 @@
 from datetime import timedelta
 
 import msgspec
+import numpy as np
 import pytest
 from bytewax.testing import TestingSink, TestingSource, run_main
 
@@ -11,9 +12,8 @@ from operators.event import SourcePosition, alert_id
 from operators.registry import OperatorChain, OperatorSpec
 from operators.zscore import ZScoreParams
 from pipeline.engine.dataflow import Batching, EntityLimits, ShardLogic, build_flow, shard_of
-from pipeline.engine.decode import DeadLetter, decode_event
+from pipeline.engine.decode import DeadLetter, RecordBatch, decode_batch, decode_event
 from pipeline.engine.metrics import Metrics
-from pipeline.engine.sources import RawRecord
 
 SPECS = [
     OperatorSpec("zscore", "outlier", ("cpu",), ZScoreParams(warmup=20, alerting=AlertingParams(warmup=20))),
@@ -21,7 +21,7 @@ SPECS = [
 ]
 
 
-def records() -> list[RawRecord]:
+def payloads() -> list[bytes]:
     out = []
     for i in range(300):
         key = f"host-{i % 3}"
@@ -31,10 +31,17 @@ def records() -> list[RawRecord]:
         if key == "host-1" and i >= 240:
             value = 80.0                              # host-1 shifts level
         payload = msgspec.json.encode({"key": key, "ts": 1_767_225_600_000 + i * 1000, "fields": {"cpu": value}})
-        out.append(RawRecord(payload, SourcePosition(topic="m", partition=0, offset=i)))
-    out[150] = RawRecord(b'{"key": "host-0", "ts": 1, "fields": {"cpu": 1e999}}', out[150].source)
-    out[151] = RawRecord(b"not json", out[151].source)
+        out.append(payload)
+    out[150] = b'{"key": "host-0", "ts": 1, "fields": {"cpu": 1e999}}'
+    out[151] = b"not json"
     return out
+
+
+def record_batches(size: int = 37) -> list[RecordBatch]:
+    """The payloads of topic m, partition 0, read ``size`` at a time."""
+    out = payloads()
+    return [RecordBatch("m", 0, np.arange(start, min(start + size, len(out))), out[start : start + size])
+            for start in range(0, len(out), size)]
 
 
 ROOMY = EntityLimits(max_entities=100)  # every host keeps its state
@@ -44,7 +51,7 @@ def run_flow(batching: Batching, shards: int = 2, entities: EntityLimits = ROOMY
     alerts, dead = [], []
     metrics = Metrics()
     flow = build_flow(
-        source=TestingSource(records(), batch_size=37),
+        source=TestingSource(record_batches(), batch_size=1),
         operator_specs=SPECS,
         alert_sink=TestingSink(alerts),
         dead_letter_sink=TestingSink(dead),
@@ -85,8 +92,8 @@ def test_flow_output_equals_operator_chain_per_shard():
     alerts, _, _ = run_flow(Batching(16, timedelta(milliseconds=50)), shards=2)
     chains = {s: OperatorChain.build(SPECS, max_entities=100) for s in range(2)}
     expected = []
-    for record in records():
-        event = decode_event(record.payload, record.source, 4096)
+    for offset, payload in enumerate(payloads()):
+        event = decode_event(payload, SourcePosition(topic="m", partition=0, offset=offset), 4096)
         if not isinstance(event, DeadLetter):
             expected += chains[shard_of(event.key, 2)].process([event])
     key = lambda a: (a.source.offset, a.operator)  # noqa: E731
@@ -95,16 +102,15 @@ def test_flow_output_equals_operator_chain_per_shard():
 
 def test_shard_logic_snapshot_is_plain_data_and_resumes():
     logic = ShardLogic(OperatorChain.build(SPECS, max_entities=100), Batching(1000, timedelta(seconds=10)), Metrics(), None)
-    events = [decode_event(r.payload, r.source, 4096) for r in records()[:100]]
-    events = [e for e in events if not isinstance(e, DeadLetter)]
-    logic.on_batch(events[:60])
+    batches = [decode_batch(records, ["cpu"], [], 4096)[0] for records in record_batches(size=30)[:4]]
+    logic.on_batch(batches[:2])
     logic.on_eof()
-    logic.on_batch(events[60:])            # stays pending: max size and wait not reached
+    logic.on_batch(batches[2:])            # stays pending: max size and wait not reached
     assert logic.notify_at() is not None
     state = logic.snapshot()
-    assert len(state["pending"]) == len(events) - 60 and isinstance(state["pending"][0], dict)
+    assert sum(len(part["keys"]) for part in state["pending"]) == 60 and isinstance(state["pending"][0]["keys"], list)
     resumed = ShardLogic(OperatorChain.build(SPECS, max_entities=100), Batching(1000, timedelta(seconds=10)), Metrics(), state)
-    assert resumed.pending == logic.pending
+    assert resumed.pending_rows == logic.pending_rows == 60
     assert list(resumed.on_eof()[0]) == list(logic.on_eof()[0])
 
 

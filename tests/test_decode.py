@@ -1,8 +1,9 @@
 """Every kind of malformed payload becomes a dead letter with its reason; valid ones decode exactly."""
+import numpy as np
 import pytest
 
 from operators.event import SourcePosition
-from pipeline.engine.decode import REASONS, DeadLetter, decode_event
+from pipeline.engine.decode import REASONS, DeadLetter, RecordBatch, decode_batch, decode_event
 
 POS = SourcePosition(topic="events", partition=3, offset=42)
 
@@ -55,3 +56,26 @@ def test_valid_event_both_time_formats():
     assert a.ts_ms == b.ts_ms == 1767225600250
     assert a.fields == b.fields == {"x": 3.0, "zone": "eu"}
     assert (a.label, a.group, a.id, a.source) == ("spike", "g", "e1", POS)
+
+
+def test_a_batch_decodes_exactly_as_its_records_one_by_one():
+    """The batch fast path, and its record-by-record fallback on any irregular payload, give decode_event's outcome:
+    the same valid events as columns, the same dead letters, in order. Includes payloads that are bad alone but
+    would form valid JSON together, which a joined-array decoder would wrongly accept."""
+    good = [b'{"key":"k%d","ts":%d,"fields":{"x":%d,"s":"v%d"},"group":"g","label":1}' % (i, 1000 + i, i, i)
+            for i in range(6)]
+    bad = [b'not json', b'{"key":"a","ts":1,"fields":{"s":"', b'"}},{"key":"b","ts":1,"fields":{}}',
+           b'{"key":"a","ts":-5,"fields":{}}', b'{"key":"a","ts":99999999999999999999,"fields":{}}', b"x" * 300,
+           b'{"key":"a","ts":"2026-01-01T00:00:00+01:00","fields":{"x":1e999}}', b'[1]', b'{"key":"","ts":1,"fields":{}}']
+    for payloads in (good, good[:3] + bad + good[3:]):
+        records = RecordBatch("t", 3, np.arange(100, 100 + len(payloads)), payloads)
+        batch, dead = decode_batch(records, ["x"], ["s"], max_bytes=256)
+        one_by_one = [decode_event(p, records.position(i), 256) for i, p in enumerate(payloads)]
+        events = [e for e in one_by_one if not isinstance(e, DeadLetter)]
+        assert dead == [d for d in one_by_one if isinstance(d, DeadLetter)]
+        assert batch.keys.tolist() == [e.key for e in events] and batch.ts_ms.tolist() == [e.ts_ms for e in events]
+        assert [str(batch.source(row)) for row in range(len(batch))] == [str(e.source) for e in events]
+        assert batch.column("x").tolist() == [e.fields["x"] for e in events]
+        assert batch.text("s").tolist() == [e.fields["s"] for e in events]
+        assert batch.label.tolist() == [e.label for e in events] and batch.group.tolist() == ["g"] * len(events)
+    assert len(dead) == len(bad) and {d.reason for d in dead} >= {"bad_json", "oversized", "bad_timestamp", "non_finite"}

@@ -96,7 +96,7 @@ def run_demo(config: Config, *, show_progress: bool = True, out: TextIO | None =
         with EmbeddedBroker(log_path=run_dir / "broker.log") as embedded:
             report = _run_through_kafka(config, stream, embedded.bootstrap, progress)
     else:
-        records = stream_records(stream, DEMO_TOPIC)
+        records = stream_records(stream)
         report = run_pipeline(
             config,
             lambda _metrics: IteratorSource(records, topic=DEMO_TOPIC, rate=demo.rate, on_emit=progress.advance, stop=STOP),

@@ -7,16 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from operators.event import SourcePosition
 from pipeline.demo.synthetic import SyntheticStream
-from pipeline.engine.sources import RawRecord
 
 
-def stream_records(stream: SyntheticStream, topic: str) -> Callable[[int], Iterator[RawRecord]]:
-    """The factory ``records(start_offset)``: the stream's payloads from that offset on, positioned in ``topic``."""
+def stream_records(stream: SyntheticStream) -> Callable[[int], Iterator[tuple[int, bytes]]]:
+    """The factory ``records(start_offset)``: the stream's ``(offset, payload)`` pairs from that offset on."""
 
-    def records(start: int) -> Iterator[RawRecord]:
-        for record in stream.payloads(start=start):
-            yield RawRecord(record.payload, SourcePosition(topic=topic, partition=0, offset=record.offset))
+    def records(start: int) -> Iterator[tuple[int, bytes]]:
+        return ((record.offset, record.payload) for record in stream.payloads(start=start))
 
     return records

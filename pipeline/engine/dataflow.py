@@ -1,17 +1,20 @@
-"""The Bytewax dataflow: source -> decode -> route to shards -> micro-batch -> operators -> sinks.
+"""The Bytewax dataflow: source -> decode and route -> micro-batch -> operators -> sinks.
 
 ::
 
-    raw records ──decode──┬── events ──shard──> stateful_batch("operators") ──┬── alerts ──> alert sink
-                          │                                                   └── scored events ──> scores sink
-                          └── dead letters ─────────────────────────────────────────────────> dead-letter sink
+    record batches ──decode──┬── (shard, columnar batch) ──> stateful_batch("operators") ──┬── alerts ──> alert sink
+                             │                                                             └── scored events ──> scores sink
+                             └── dead letters ────────────────────────────────────────────────────────> dead-letter sink
 
+Items are whole batches: a source yields one :class:`~pipeline.engine.decode.RecordBatch` per read, the
+``decode`` step turns it into one columnar :class:`~operators.batch.Batch` of valid events per shard it
+touches (plus the dead letters), so Bytewax moves a handful of items per read instead of one per event.
 ``shard_of`` routes each entity to ``crc32(key) % shards``; Bytewax spreads shards over workers. The
-``operators`` step buffers a shard's events into micro-batches (``batch_max_size`` events or
+``operators`` step buffers a shard's rows into micro-batches (``batch_max_size`` events or
 ``batch_max_wait_ms`` after the first buffered event) and hands each batch to the shard's
 :class:`~operators.registry.OperatorChain`, which gives the rows their entity slots (evicting idle and
 excess entities, see :mod:`operators.entities`) and runs the operators on the columnar batch. Its recovery
-snapshot is plain data: the chain's snapshot (entity index and operators) and the buffered events as dicts.
+snapshot is plain data: the chain's snapshot (entity index and operators) and the buffered rows as columns.
 """
 from __future__ import annotations
 
@@ -25,17 +28,17 @@ from typing import Any
 
 import bytewax.operators as op
 import msgspec
+import numpy as np
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
 from operators.batch import Batch
-from operators.event import Alert, Event, SourcePosition, format_ts
+from operators.event import Alert, SourcePosition, format_ts
 from operators.registry import OperatorChain, OperatorSpec
-from pipeline.engine.decode import DeadLetter, decode_event
-from pipeline.engine.metrics import Metrics
-from pipeline.engine.sources import RawRecord
+from pipeline.engine.decode import DeadLetter, RecordBatch, decode_batch
+from pipeline.engine.metrics import Metrics, observe_many
 
 STATE_REPORT_SECONDS = 1.0  # how often a shard refreshes vigil_operator_state_bytes
 
@@ -47,6 +50,28 @@ def shard_of(key: str, shards: int) -> int:
     7
     """
     return zlib.crc32(key.encode("utf-8")) % shards
+
+
+class Router:
+    """Splits a columnar batch into one sub-batch per shard, rows in order; the shard of a key is computed once
+    and remembered (the cache is bounded: it is cleared when it reaches ``max_keys``)."""
+
+    def __init__(self, shards: int, max_keys: int = 1_000_000) -> None:
+        self.shards = shards
+        self.max_keys = max_keys
+        self.cache: dict[str, int] = {}
+
+    def split(self, batch: Batch) -> list[tuple[str, Batch]]:
+        cache = self.cache
+        if len(cache) >= self.max_keys:
+            cache.clear()
+        keys = batch.keys.tolist()
+        for key in set(keys).difference(cache):
+            cache[key] = shard_of(key, self.shards)
+        shard = np.fromiter((cache[key] for key in keys), dtype=np.int64, count=len(keys))
+        order = np.argsort(shard, kind="stable")
+        bounds = np.flatnonzero(np.diff(shard[order])) + 1
+        return [(str(int(shard[rows[0]])), batch.take(rows)) for rows in np.split(order, bounds) if len(rows)]
 
 
 class ScoredEvent(msgspec.Struct):
@@ -81,8 +106,8 @@ class EntityLimits:
     ttl_ms: int = 0
 
 
-class ShardLogic(StatefulBatchLogic[Event, "Alert | ScoredEvent", dict]):
-    """One shard: a buffer of pending events and the operator chain that owns the shard's entities.
+class ShardLogic(StatefulBatchLogic[Batch, "Alert | ScoredEvent", dict]):
+    """One shard: a buffer of pending rows (columnar batches) and the operator chain that owns the shard's entities.
 
     Emits alerts, and also every event's scores when ``emit_scores`` is set.
     """
@@ -93,20 +118,31 @@ class ShardLogic(StatefulBatchLogic[Event, "Alert | ScoredEvent", dict]):
         self.batching = batching
         self.metrics = metrics
         self.emit_scores = emit_scores
-        self.pending: list[Event] = []
+        self.pending: list[Batch] = []
+        self.pending_rows = 0
         self.deadline: datetime | None = None
         self.state_reported_at = -math.inf
         if resume is not None:
             chain.restore(resume["chain"])
-            self.pending = [msgspec.convert(item, Event) for item in resume["pending"]]
+            self._add([Batch.from_plain(part) for part in resume["pending"]])
         self.evictions_reported = dict(chain.entities.evicted)  # this process counts its own evictions only
 
-    def _process(self, events: list[Event]) -> list[Alert | ScoredEvent]:
-        self.metrics.batch_size.observe(len(events))
-        now_ms = time.time() * 1000
-        for event in events:
-            self.metrics.lag.observe(max(0.0, (now_ms - event.ts_ms) / 1000))
-        alerts, batch = self.chain.process_batch(events)
+    def _add(self, parts: list[Batch]) -> None:
+        self.pending.extend(parts)
+        self.pending_rows += sum(len(part) for part in parts)
+
+    def _take(self, rows: int) -> Batch:
+        """The first ``rows`` pending rows as one batch."""
+        pending = Batch.concat(self.pending)
+        batch, rest = (pending, None) if rows >= len(pending) else (pending.rows(0, rows), pending.rows(rows, len(pending)))
+        self.pending = [rest] if rest is not None else []
+        self.pending_rows = len(rest) if rest is not None else 0
+        return batch
+
+    def _process(self, batch: Batch) -> list[Alert | ScoredEvent]:
+        self.metrics.batch_size.observe(len(batch))
+        observe_many(self.metrics.lag, np.maximum(0.0, (time.time() * 1000 - batch.ts_ms) / 1000))
+        alerts = self.chain.run(batch)
         for reason, total in self.chain.entities.evicted.items():
             if total != self.evictions_reported[reason]:
                 self.metrics.entities_evicted.labels(reason).inc(total - self.evictions_reported[reason])
@@ -128,20 +164,19 @@ class ShardLogic(StatefulBatchLogic[Event, "Alert | ScoredEvent", dict]):
     def _drain(self, everything: bool) -> list[Alert | ScoredEvent]:
         alerts: list[Alert | ScoredEvent] = []
         size = self.batching.max_size
-        while len(self.pending) >= size or (everything and self.pending):
-            chunk, self.pending = self.pending[:size], self.pending[size:]
-            alerts.extend(self._process(chunk))
+        while self.pending_rows >= size or (everything and self.pending_rows):
+            alerts.extend(self._process(self._take(size)))
         now = time.monotonic()
         if now - self.state_reported_at >= STATE_REPORT_SECONDS:
             self._report_state_bytes(now)
-        if not self.pending:
+        if not self.pending_rows:
             self.deadline = None
         elif self.deadline is None:
             self.deadline = datetime.now(timezone.utc) + self.batching.max_wait
         return alerts
 
-    def on_batch(self, values: list[Event]) -> tuple[Iterable[Alert | ScoredEvent], bool]:
-        self.pending.extend(values)
+    def on_batch(self, values: list[Batch]) -> tuple[Iterable[Alert | ScoredEvent], bool]:
+        self._add(values)
         return self._drain(everything=not self.batching.max_wait), StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[Iterable[Alert | ScoredEvent], bool]:
@@ -156,12 +191,12 @@ class ShardLogic(StatefulBatchLogic[Event, "Alert | ScoredEvent", dict]):
         return self.deadline
 
     def snapshot(self) -> dict[str, Any]:
-        return {"chain": self.chain.snapshot(), "pending": msgspec.to_builtins(self.pending)}
+        return {"chain": self.chain.snapshot(), "pending": [part.to_plain() for part in self.pending]}
 
 
 def build_flow(
     *,
-    source: Source[RawRecord],
+    source: Source[RecordBatch],
     operator_specs: Sequence[OperatorSpec],
     alert_sink: Sink[Alert] | None,
     dead_letter_sink: Sink[DeadLetter] | None,
@@ -175,15 +210,17 @@ def build_flow(
 ) -> Dataflow:
     valid = metrics.events.labels("valid")
     invalid = metrics.events.labels("invalid")
+    inputs = OperatorChain.build(operator_specs, max_entities=1)  # the columns the operators read
+    router = Router(shards)
 
-    def decode(record: RawRecord) -> Event | DeadLetter:
-        result = decode_event(record.payload, record.source, max_event_bytes)
-        if isinstance(result, DeadLetter):
-            invalid.inc()
-            metrics.invalid.labels(result.reason).inc()
-        else:
-            valid.inc()
-        return result
+    def decode(records: RecordBatch) -> list[tuple[str, Batch] | DeadLetter]:
+        batch, dead = decode_batch(records, inputs.numeric_inputs, inputs.text_inputs, max_event_bytes)
+        valid.inc(len(batch))
+        if dead:
+            invalid.inc(len(dead))
+            for letter in dead:
+                metrics.invalid.labels(letter.reason).inc()
+        return [*dead, *router.split(batch)]
 
     def build_shard(resume: dict | None) -> ShardLogic:
         chain = OperatorChain.build(operator_specs, max_entities=entities.max_entities, ttl_ms=entities.ttl_ms)
@@ -191,10 +228,9 @@ def build_flow(
 
     flow = Dataflow(name)
     raw = op.input("source", flow, source)
-    decoded = op.map("decode", raw, decode)
-    split = op.branch("split_valid", decoded, lambda item: isinstance(item, Event))
-    keyed = op.key_on("route_to_shard", split.trues, lambda event: str(shard_of(event.key, shards)))
-    results = op.key_rm("drop_shard_key", op.stateful_batch("operators", keyed, build_shard))
+    decoded = op.flat_map("decode", raw, decode)
+    split = op.branch("split_valid", decoded, lambda item: not isinstance(item, DeadLetter))
+    results = op.key_rm("drop_shard_key", op.stateful_batch("operators", split.trues, build_shard))
     if scores_sink is not None:
         outputs = op.branch("split_scores", results, lambda item: isinstance(item, Alert))
         op.output("scores_out", outputs.falses, scores_sink)

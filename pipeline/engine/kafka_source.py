@@ -1,7 +1,8 @@
 """Kafka input through bytewax's connector (librdkafka), following a per-partition plan.
 
-Each Kafka partition is one Bytewax source partition, read by bytewax's own partition reader
-(``assign()``, no group membership). On top of it this source adds what Vigil needs:
+Each Kafka partition is one Bytewax source partition, built on bytewax's partition reader (its consumer,
+``assign()``, no group membership), whose every poll becomes one :class:`~pipeline.engine.decode.RecordBatch`
+read straight from ``consume`` (no Python object per record). On top of it this source adds what Vigil needs:
 
 * a start and optional end offset per partition (bounded runs stop at the end offsets captured when
   they started) and an optional record-time window (exact time-based replay);
@@ -22,14 +23,14 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import numpy as np
 from bytewax.connectors.kafka import _KafkaSourcePartition
 from bytewax.inputs import FixedPartitionedSource
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from operators.event import SourcePosition
+from pipeline.engine.decode import RecordBatch
 from pipeline.engine.kafka import PartitionPlan
 from pipeline.engine.metrics import Metrics
-from pipeline.engine.sources import RawRecord
 
 log = logging.getLogger("vigil.kafka")
 
@@ -61,27 +62,49 @@ class _PlannedPartition(_KafkaSourcePartition):
     def _finished(self) -> bool:
         return self.source.stop.is_set() or (self.plan.end is not None and self._offset >= self.plan.end)
 
-    def next_batch(self) -> list[RawRecord]:
-        if self._finished():
+    def next_batch(self) -> list[RecordBatch]:
+        """One record batch per poll, read straight from librdkafka's ``consume`` (no object per record)."""
+        if self._finished() or self._eof:
             raise StopIteration()
         before = self._offset
-        messages = super().next_batch()
-        plan, records = self.plan, []
-        for message in messages:
-            if plan.end is not None and message.offset >= plan.end:
-                break
-            ts_ms = message.timestamp[1]
-            if plan.keeps(ts_ms):
-                position = SourcePosition(topic=plan.topic, partition=plan.partition, offset=message.offset)
-                records.append(RawRecord(message.value or b"", position))
-        if plan.end is not None:
-            self._offset = min(self._offset, plan.end)
-        self.idle = not messages
+        messages = self._consumer.consume(self._batch_size, 0.001)
+        errors = [message.error() for message in messages]
+        if any(error is not None for error in errors):
+            messages = self._until_eof(messages, errors)
+        plan = self.plan
+        records = []
         if messages:
-            self.lag_seconds.set(max(0.0, time.time() - messages[-1].timestamp[1] / 1000))
+            offsets = np.fromiter((message.offset() for message in messages), dtype=np.int64, count=len(messages))
+            self._offset = int(offsets[-1]) + 1
+            keep = np.ones(len(messages), dtype=bool)
+            if plan.end is not None:
+                keep &= offsets < plan.end
+                self._offset = min(self._offset, plan.end)
+            if plan.min_ts is not None or plan.max_ts is not None:
+                times = np.fromiter((message.timestamp()[1] for message in messages), dtype=np.int64, count=len(messages))
+                keep &= np.fromiter((plan.keeps(ts) for ts in times.tolist()), dtype=bool, count=len(messages))
+            rows = np.flatnonzero(keep)
+            if len(rows):
+                payloads = [messages[row].value() or b"" for row in rows.tolist()] if len(rows) < len(messages) \
+                    else [message.value() or b"" for message in messages]
+                records.append(RecordBatch(plan.topic, plan.partition, offsets[rows], payloads))
+            self.lag_seconds.set(max(0.0, time.time() - messages[-1].timestamp()[1] / 1000))
+        self.idle = not messages
         self._update_lag()
         self.source.on_advance(self._offset - before)
         return records
+
+    def _until_eof(self, messages: list, errors: list) -> list:
+        """The messages before the partition's end-of-file marker (after which the partition ends); any other
+        error stops the run, as bytewax's reader does with ``raise_on_errors``."""
+        for index, error in enumerate(errors):
+            if error is None:
+                continue
+            if error.code() == KafkaError._PARTITION_EOF:
+                self._eof = True
+                return messages[:index]
+            raise RuntimeError(f"error consuming from Kafka topic {self.plan.topic!r}: {error}")
+        return messages
 
     def _update_lag(self) -> None:
         if self.high_watermark is not None:
@@ -123,7 +146,7 @@ def _log_commit_failure(error: Any, partitions: list[TopicPartition]) -> None:
         log.warning("offset commit failed (%s); lag tools show the previous position until the next snapshot", error)
 
 
-class KafkaRecordSource(FixedPartitionedSource[RawRecord, int]):
+class KafkaRecordSource(FixedPartitionedSource[RecordBatch, int]):
     """Kafka partitions as Bytewax partitions, each following its :class:`PartitionPlan`.
 
     ``on_advance(n)`` is told how many offsets each read moved past (records outside the time window

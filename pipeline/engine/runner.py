@@ -32,7 +32,8 @@ from pipeline.engine.kafka import KafkaSettings, PartitionPlan, plan_live
 from pipeline.engine.metrics import Metrics
 from pipeline.engine.shutdown import STOP, stop_on_signals
 from pipeline.engine.sinks import alert_message, build_sink, dead_letter_message, keyed_message, sort_by_source
-from pipeline.engine.sources import JsonLinesSource, RawRecord
+from pipeline.engine.decode import RecordBatch
+from pipeline.engine.sources import JsonLinesSource
 
 log = logging.getLogger("vigil")
 
@@ -85,7 +86,7 @@ class RunReport:
 
 
 def kafka_source(config: Config, plans: list[PartitionPlan], metrics: Metrics,
-                 on_advance: Callable[[int], None] = lambda n: None) -> Source[RawRecord]:
+                 on_advance: Callable[[int], None] = lambda n: None) -> Source[RecordBatch]:
     """The Kafka source over ``plans``, committing to ``kafka.group_id`` unless ``commit_offsets`` is off."""
     from pipeline.engine.kafka_source import KafkaRecordSource
 
@@ -95,7 +96,7 @@ def kafka_source(config: Config, plans: list[PartitionPlan], metrics: Metrics,
 
 
 def configured_source(config: Config, metrics: Metrics,
-                      on_advance: Callable[[int], None] = lambda n: None) -> Source[RawRecord]:
+                      on_advance: Callable[[int], None] = lambda n: None) -> Source[RecordBatch]:
     """The source ``[source]`` describes (the demo source is built by ``vigil demo``)."""
     if config.source.type == "file":
         return JsonLinesSource([config.source.path], stop=STOP)
@@ -128,7 +129,7 @@ def _recovery(config: Config) -> RecoveryConfig | None:
 
 def run_pipeline(
     config: Config,
-    make_source: Callable[[Metrics], Source[RawRecord]] | None = None,
+    make_source: Callable[[Metrics], Source[RecordBatch]] | None = None,
     *,
     bounded: bool,
     cluster: Cluster = Cluster(),

@@ -1,6 +1,7 @@
-"""Bytewax sources yielding :class:`RawRecord`: undecoded payload bytes plus their source position.
+"""Bytewax sources yielding :class:`~pipeline.engine.decode.RecordBatch` es: one item per read of a partition,
+its undecoded payloads with their offsets (or line numbers).
 
-Decoding happens in the dataflow, so every source shares one validation and dead-letter path. Every
+Decoding happens in the dataflow, a batch at a time, so every source shares one validation and dead-letter path. Every
 source ends its partitions once its ``stop`` event is set (see :mod:`pipeline.engine.shutdown`); the
 Kafka source lives in :mod:`pipeline.engine.kafka_source`.
 """
@@ -12,18 +13,14 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import NamedTuple
 
+import numpy as np
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from operators.event import SourcePosition
+from operators.batch import FILE_PARTITION
+from pipeline.engine.decode import RecordBatch
 
 READ_BATCH = 1024
-
-
-class RawRecord(NamedTuple):
-    payload: bytes
-    source: SourcePosition
 
 
 class Pacer:
@@ -46,27 +43,30 @@ class Pacer:
         return datetime.now(timezone.utc) + timedelta(seconds=max(0.0, wait))
 
 
-class _IteratorPartition(StatefulSourcePartition[RawRecord, int]):
-    def __init__(self, records: Iterator[RawRecord], offset: int, rate: float, on_emit: Callable[[int], None],
-                 stop: threading.Event) -> None:
+class _IteratorPartition(StatefulSourcePartition[RecordBatch, int]):
+    def __init__(self, records: Iterator[tuple[int, bytes]], topic: str, offset: int, rate: float,
+                 on_emit: Callable[[int], None], stop: threading.Event) -> None:
         self.stop = stop
+        self.topic = topic
         self.offset = offset
         self.records = records
         self.pacer = Pacer(rate)
         self.emitted = 0
         self.on_emit = on_emit
 
-    def next_batch(self) -> list[RawRecord]:
+    def next_batch(self) -> list[RecordBatch]:
         if self.stop.is_set():
             raise StopIteration()
-        batch = list(itertools.islice(self.records, self.pacer.allowance(self.emitted)))
-        if not batch and self.pacer.allowance(self.emitted) > 0:
+        read = list(itertools.islice(self.records, self.pacer.allowance(self.emitted)))
+        if not read and self.pacer.allowance(self.emitted) > 0:
             raise StopIteration()
-        self.emitted += len(batch)
-        if batch:
-            self.offset = batch[-1].source.offset + 1
-            self.on_emit(len(batch))
-        return batch
+        if not read:
+            return []
+        self.emitted += len(read)
+        offsets = np.fromiter((offset for offset, _ in read), dtype=np.int64, count=len(read))
+        self.offset = int(offsets[-1]) + 1
+        self.on_emit(len(read))
+        return [RecordBatch(self.topic, 0, offsets, [payload for _, payload in read])]
 
     def next_awake(self) -> datetime | None:
         return self.pacer.next_awake(self.emitted)
@@ -75,15 +75,16 @@ class _IteratorPartition(StatefulSourcePartition[RawRecord, int]):
         return self.offset
 
 
-class IteratorSource(FixedPartitionedSource[RawRecord, int]):
-    """A one-partition source over the records that ``records(start_offset)`` yields, optionally paced.
+class IteratorSource(FixedPartitionedSource[RecordBatch, int]):
+    """A one-partition source over the ``(offset, payload)`` pairs that ``records(start_offset)`` yields, optionally
+    paced.
 
     The records' positions are topic offsets: the partition is named ``<topic>-0``, its snapshot is the
     offset after the last record emitted, and a resumed partition asks the factory for the records from
     that offset on.
     """
 
-    def __init__(self, records: Callable[[int], Iterator[RawRecord]], *, topic: str, rate: float = 0.0,
+    def __init__(self, records: Callable[[int], Iterator[tuple[int, bytes]]], *, topic: str, rate: float = 0.0,
                  on_emit: Callable[[int], None] = lambda n: None, stop: threading.Event | None = None) -> None:
         self.stop = stop or threading.Event()
         self.records = records
@@ -96,10 +97,10 @@ class IteratorSource(FixedPartitionedSource[RawRecord, int]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _IteratorPartition:
         offset = resume_state or 0
-        return _IteratorPartition(self.records(offset), offset, self.rate, self.on_emit, self.stop)
+        return _IteratorPartition(self.records(offset), self.topic, offset, self.rate, self.on_emit, self.stop)
 
 
-class _FilePartition(StatefulSourcePartition[RawRecord, int]):
+class _FilePartition(StatefulSourcePartition[RecordBatch, int]):
     def __init__(self, path: Path, line: int, stop: threading.Event) -> None:
         self.stop = stop
         self.path = path
@@ -110,20 +111,21 @@ class _FilePartition(StatefulSourcePartition[RawRecord, int]):
             next(self.lines, None)
             self.line += 1
 
-    def next_batch(self) -> list[RawRecord]:
+    def next_batch(self) -> list[RecordBatch]:
         if self.stop.is_set():
             raise StopIteration()
-        batch = []
+        lines, payloads = [], []
         for raw in self.lines:
             self.line += 1
             payload = raw.rstrip(b"\r\n")
             if payload.strip():
-                batch.append(RawRecord(payload, SourcePosition(file=str(self.path), line=self.line)))
-            if len(batch) >= READ_BATCH:
+                lines.append(self.line)
+                payloads.append(payload)
+            if len(payloads) >= READ_BATCH:
                 break
-        if not batch:
+        if not payloads:
             raise StopIteration()
-        return batch
+        return [RecordBatch(str(self.path), FILE_PARTITION, np.array(lines, dtype=np.int64), payloads)]
 
     def snapshot(self) -> int:
         return self.line
@@ -132,7 +134,7 @@ class _FilePartition(StatefulSourcePartition[RawRecord, int]):
         self.handle.close()
 
 
-class JsonLinesSource(FixedPartitionedSource[RawRecord, int]):
+class JsonLinesSource(FixedPartitionedSource[RecordBatch, int]):
     """One partition per file; a record per non-blank line, positioned by file and line number."""
 
     def __init__(self, paths: list[str | Path], stop: threading.Event | None = None) -> None:

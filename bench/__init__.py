@@ -1,0 +1,1 @@
+"""Vigil's benchmark suite: ``python -m bench`` (see bench/README.md)."""

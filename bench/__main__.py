@@ -1,0 +1,4 @@
+"""``python -m bench``: the benchmark suite (bench/suite.py)."""
+from bench.suite import main
+
+main()

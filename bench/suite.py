@@ -1,0 +1,375 @@
+"""The benchmark suite: Vigil against the usual Python stack, measured in the same run on a real broker.
+
+It starts the embedded Tansu broker, produces a seeded event set (``--events`` JSON events of ``--entities``
+entities with three numeric fields, keyed by entity, into a 4-partition topic) and measures:
+
+* the decode-and-count ceiling and the usual stack (:mod:`bench.flows`: Bytewax's Kafka source, ``json.loads``,
+  a count per key / river ``MinMaxScaler | HalfSpaceTrees`` per key), each in its own process;
+* Vigil's default pipeline (zscore outlier scoring and ADWIN drift on its score), Kafka to an alerts topic,
+  bounded, in one process; the same with two processes (``-i``/``-a``); and ``vigil replay --from beginning``;
+* event-to-output latency (p50, p99) at a steady input rate: Vigil tails the topic with every event's scores
+  going to a topic, the producer stamps each event with the wall clock, and a consumer notes when its output
+  arrives;
+* resident memory and snapshot time of the default operators' state for 10,000 and 100,000 entities;
+* kernel micro-benchmarks (robust EWMA, calibrated alerting, the MSS-APRE autoencoder's scoring) on the CPU and,
+  when torch sees one, on CUDA.
+
+Every throughput is an events-per-second figure with start-up included (the wall time of the process) and its
+ratio to the usual stack's in the same run; the processing-only figure (after start-up) is given next to it.
+Writes ``suite.json`` and ``suite.md`` into ``--out``. ``--small`` runs every part on a few thousand events,
+to keep the suite working in CI (its figures are not meant to judge speed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+FIELDS = ("cpu", "latency_ms", "requests")
+PARTITIONS = 4
+START_MS = 1_767_225_600_000
+
+
+def produce(bootstrap: str, topic: str, events: int, entities: int, seed: int = 0) -> None:
+    """Seeded JSON events, keyed by entity, one second of event time apart per entity."""
+    from confluent_kafka import Producer
+
+    rng = np.random.default_rng(seed)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.num.messages": 10_000,
+                         "queue.buffering.max.messages": 2_000_000})
+    for start in range(0, events, 100_000):
+        n = min(100_000, events - start)
+        values = rng.normal([50.0, 120.0, 300.0], [5.0, 10.0, 30.0], size=(n, 3)).round(3).tolist()
+        for i, (cpu, latency, requests) in enumerate(values):
+            index = start + i
+            key = f"node-{index % entities:04d}"
+            payload = (f'{{"key":"{key}","ts":{START_MS + index * 1000 // entities},"fields":'
+                       f'{{"cpu":{cpu},"latency_ms":{latency},"requests":{requests}}}}}')
+            while True:
+                try:
+                    producer.produce(topic, payload.encode(), key.encode())
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+        producer.flush()
+
+
+def vigil_config(path: Path, bootstrap: str, topic: str, *, mode: str = "bounded", alerts_topic: str,
+                 scores_topic: str | None = None, batch_max_wait_ms: int = 50) -> Path:
+    """Vigil's default operators over ``topic``, alerts (and optionally every event's scores) to topics."""
+    scores = f'[sinks.scores]\ntype = "kafka"\ntopic = "{scores_topic}"\n' if scores_topic else ""
+    path.write_text(f"""
+[source]
+type = "kafka"
+topics = ["{topic}"]
+mode = "{mode}"
+start = "beginning"
+[kafka]
+bootstrap_servers = ["{bootstrap}"]
+commit_offsets = false
+[pipeline]
+batch_max_wait_ms = {batch_max_wait_ms}
+[[operators]]
+name = "outlier"
+type = "zscore"
+fields = {json.dumps(list(FIELDS))}
+[[operators]]
+name = "drift"
+type = "drift"
+fields = ["score:outlier"]
+[operators.params]
+detector = "adwin"
+[sinks.alerts]
+type = "kafka"
+topic = "{alerts_topic}"
+[sinks.dead_letters]
+type = "none"
+{scores}""")
+    return path
+
+
+def timed_process(command: list[str], env: dict | None = None) -> tuple[float, str]:
+    started = time.perf_counter()
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited {result.returncode}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+    return seconds, result.stdout + result.stderr
+
+
+def reference_flow(kind: str, bootstrap: str, topic: str) -> dict:
+    _, output = timed_process([sys.executable, "-m", "bench.flows", kind, "--brokers", bootstrap, "--topic", topic])
+    return json.loads(output.strip().splitlines()[-1])
+
+
+RUN_FINISHED = re.compile(r"run (?:finished|stopped) after ([0-9.]+) s")
+READ_LINE = re.compile(r"read (\d+) offsets in ([0-9.]+) s")
+
+
+def vigil_run(config: Path, run_dir: Path, *extra: str) -> dict:
+    seconds, output = timed_process([sys.executable, "-m", "pipeline.cli", "run", "--config", str(config),
+                                     "--run-dir", str(run_dir), "--no-metrics", *extra])
+    match = RUN_FINISHED.search(output)
+    return {"seconds": seconds, "flow_seconds": float(match.group(1)) if match else None}
+
+
+def vigil_replay(config: Path, run_dir: Path, alerts_topic: str) -> dict:
+    seconds, output = timed_process([sys.executable, "-m", "pipeline.cli", "replay", "--config", str(config),
+                                     "--from", "beginning", "--alerts-topic", alerts_topic, "--run-dir", str(run_dir),
+                                     "--no-metrics", "--no-progress"])
+    match = READ_LINE.search(output)
+    return {"seconds": seconds, "flow_seconds": float(match.group(2)) if match else None}
+
+
+def two_processes(config: Path, run_dir: Path) -> dict:
+    from pipeline.demo.broker import free_port
+
+    addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(2))
+    started = time.perf_counter()
+    processes = [subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--config", str(config), "--run-dir",
+                                   str(run_dir), "--no-metrics", "-i", str(i), "-a", addresses], cwd=REPO,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for i in range(2)]
+    for process in processes:
+        _, stderr = process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"a cluster process exited {process.returncode}: {stderr.decode()[-2000:]}")
+    return {"seconds": time.perf_counter() - started}
+
+
+def latency(bootstrap: str, run: Path, rate: float, seconds: float, entities: int) -> dict:
+    """p50 and p99 of (arrival of an event's scores record) - (the wall-clock time stamped into the event)."""
+    from confluent_kafka import Consumer, Producer
+
+    from pipeline.engine.kafka import KafkaSettings, create_topics
+    from pipeline.config import KafkaConfig
+
+    topic, scores, alerts = "bench-live", "bench-live-scores", "bench-live-alerts"
+    create_topics(KafkaSettings(KafkaConfig(bootstrap_servers=[bootstrap])), {topic: PARTITIONS, scores: 1, alerts: 1})
+    config = vigil_config(run / "live.toml", bootstrap, topic, mode="tail", alerts_topic=alerts, scores_topic=scores)
+    vigil = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--config", str(config), "--run-dir",
+                              str(run / "live"), "--no-metrics"], cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-latency", "auto.offset.reset": "earliest",
+                         "enable.auto.commit": False})
+    consumer.subscribe([scores])
+    delays: list[float] = []
+    done = threading.Event()
+
+    def collect() -> None:
+        # A scores record's Kafka timestamp is its event's time, which the producer set to the wall clock.
+        while not done.is_set():
+            for message in consumer.consume(10_000, 0.05):
+                if message.error() is None:
+                    delays.append(time.time() * 1000 - message.timestamp()[1])
+
+    collector = threading.Thread(target=collect)
+    collector.start()
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
+    time.sleep(8.0)  # Vigil starts (imports, plan, broker connection) before the clock of the test starts
+    warmup, started, sent = 2.0, time.perf_counter(), 0
+    total = int(rate * (seconds + warmup))
+    while sent < total:
+        due = int((time.perf_counter() - started) * rate)
+        for _ in range(min(due - sent, 5000)):
+            now = int(time.time() * 1000)
+            key = f"node-{sent % entities:04d}"
+            producer.produce(topic, f'{{"key":"{key}","ts":{now},"fields":{{"cpu":{50 + sent % 7},"latency_ms":120,'
+                                    f'"requests":300}}}}'.encode(), key.encode(), timestamp=now)
+            sent += 1
+        producer.poll(0)
+        time.sleep(0.001)
+    producer.flush()
+    time.sleep(2.0)
+    done.set()
+    collector.join()
+    consumer.close()
+    vigil.terminate()
+    vigil.wait(timeout=60)
+    measured = np.array(delays[int(rate * warmup):])  # after the first seconds of steady input
+    return {"rate": rate, "seconds": seconds, "records": len(measured),
+            "p50_ms": round(float(np.percentile(measured, 50)), 1) if len(measured) else None,
+            "p99_ms": round(float(np.percentile(measured, 99)), 1) if len(measured) else None}
+
+
+def rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def state_memory(entities: int) -> dict:
+    """The default operators' state for ``entities`` warm entities, in this process: resident memory added and the
+    time to snapshot it (the chain's plain data, pickled as Bytewax's recovery store does)."""
+    from operators.batch import Batch
+    from operators.drift import DriftParams
+    from operators.registry import OperatorChain, OperatorSpec
+    from operators.zscore import ZScoreParams
+
+    chain = OperatorChain.build([OperatorSpec("zscore", "outlier", FIELDS, ZScoreParams()),
+                                 OperatorSpec("drift", "drift", ("score:outlier",), DriftParams())],
+                                max_entities=entities)
+    rng = np.random.default_rng(1)
+    before = rss_bytes()
+    rounds = 250  # past zscore's warm-up (30) and the calibration's (200): every state is allocated
+    keys = np.array([f"entity-{i}" for i in range(entities)], dtype=object)
+    for r in range(rounds):
+        for start in range(0, entities, 4096):
+            part = slice(start, min(start + 4096, entities))
+            n = part.stop - part.start
+            values = rng.normal(50.0, 5.0, size=(n, 3))
+            batch = Batch(keys[part], np.zeros(n, dtype=np.int64), np.full(n, START_MS + r * 60_000, dtype=np.int64),
+                          np.full(n, "t", dtype=object), np.zeros(n, dtype=np.int64), np.arange(n, dtype=np.int64),
+                          numeric={name: values[:, j] for j, name in enumerate(FIELDS)})
+            chain.run(batch)
+    added = rss_bytes() - before
+    started = time.perf_counter()
+    blob = pickle.dumps(chain.snapshot(), protocol=pickle.HIGHEST_PROTOCOL)
+    snapshot_seconds = time.perf_counter() - started
+    return {"entities": entities, "rss_added_mib": round(added / 2**20, 1), "snapshot_seconds": round(snapshot_seconds, 2),
+            "snapshot_mib": round(len(blob) / 2**20, 1), "state_bytes_mib": round(chain.state_bytes() / 2**20, 1)}
+
+
+def kernels(devices: list[str], rows: int = 4096, repeats: int = 20) -> list[dict]:
+    """Events per second of the batched kernels at ``rows`` events per call."""
+    import torch
+
+    from kernels.autoencoder import AutoEncoder
+    from kernels.ewma import RobustEwma
+    from kernels.mean_shift import shift_queries, shift_reference
+    from operators.alerting import AlertingParams, CalibratedAlerting
+
+    rng = np.random.default_rng(2)
+    results = []
+    slots = np.arange(rows) % 1000
+    values = rng.normal(size=(rows, 4))
+    ewma, alerting = RobustEwma(4), CalibratedAlerting(AlertingParams())
+    for name, call in (("robust_ewma", lambda: ewma.score_and_learn(slots, values)),
+                       ("calibrated_alerting", lambda: alerting.judge(slots, np.arange(rows) * 1000, values[:, 0]))):
+        call()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            call()
+        results.append({"kernel": name, "device": "cpu", "events_per_s": round(rows * repeats / (time.perf_counter() - started))})
+    for device in devices:
+        model = AutoEncoder(8, probabilistic=True).to(device).eval()
+        reference = torch.randn(2048, 8, device=device)
+        steps = shift_reference(reference, 32, 0)
+        x = torch.randn(rows, 8, device=device)
+
+        def score() -> None:
+            with torch.no_grad():
+                mu, _ = model(x)
+                shift_queries(x, [*steps, None], 32)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+
+        score()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            score()
+        results.append({"kernel": "apre_mss_scoring", "device": device,
+                        "events_per_s": round(rows * repeats / (time.perf_counter() - started))})
+    return results
+
+
+def machine() -> dict:
+    import torch
+
+    return {"python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(), "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+def markdown(result: dict) -> str:
+    usual = result["usual_stack"]["events_per_s"]
+    lines = [f"# Vigil benchmark suite ({result['events']:,} events, {result['entities']} entities)", "",
+             f"`{result['command']}`; {result['machine']}", "",
+             "| flow | events/s (start-up included) | vs usual stack | events/s after start-up |", "|---|---|---|---|"]
+    for name in ("ceiling", "usual_stack", "vigil", "vigil_replay", "vigil_two_processes"):
+        row = result.get(name)
+        if row:
+            flow = f"{row['flow_events_per_s']:,}" if row.get("flow_events_per_s") else ""
+            lines.append(f"| {name} | {row['events_per_s']:,} | {row['events_per_s'] / usual:.1f}x | {flow} |")
+    if result.get("latency"):
+        lat = result["latency"]
+        lines += ["", f"Latency at {lat['rate']:,.0f} events/s for {lat['seconds']:.0f} s ({lat['records']:,} events): "
+                      f"p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms."]
+    if result.get("state"):
+        lines += ["", "| entities | resident memory added | state | snapshot (pickled) | snapshot time |", "|---|---|---|---|---|"]
+        lines += [f"| {s['entities']:,} | {s['rss_added_mib']} MiB | {s['state_bytes_mib']} MiB | {s['snapshot_mib']} MiB | "
+                  f"{s['snapshot_seconds']} s |" for s in result["state"]]
+    lines += ["", "| kernel | device | events/s (4,096 per call) |", "|---|---|---|"]
+    lines += [f"| {k['kernel']} | {k['device']} | {k['events_per_s']:,} |" for k in result["kernels"]]
+    if not result["machine"].get("gpu"):
+        lines += ["", "No GPU was available: no CUDA figures."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000, help="events in the topic (default 1000000)")
+    parser.add_argument("--entities", type=int, default=50, help="distinct entity keys (default 50)")
+    parser.add_argument("--rate", type=float, default=20_000, help="steady input rate of the latency test (default 20000/s)")
+    parser.add_argument("--small", action="store_true", help="a quick pass over every part, for CI")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="where suite.json and suite.md go")
+    args = parser.parse_args()
+    if args.small:
+        args.events, args.rate = 5_000, 2_000
+    from pipeline.config import KafkaConfig
+    from pipeline.demo.broker import EmbeddedBroker
+    from pipeline.engine.kafka import KafkaSettings, create_topics
+
+    result: dict = {"events": args.events, "entities": args.entities, "machine": machine(),
+                    "command": "python -m bench " + " ".join(sys.argv[1:])}
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(log_path=Path(tmp) / "broker.log") as broker:
+        run = Path(tmp)
+        bootstrap = broker.bootstrap
+        create_topics(KafkaSettings(KafkaConfig(bootstrap_servers=[bootstrap])),
+                      {"bench-events": PARTITIONS, "bench-alerts": 1, "bench-replay-alerts": 1, "bench-cluster-alerts": 1})
+        produce(bootstrap, "bench-events", args.events, args.entities)
+        for name, kind in (("ceiling", "ceiling"), ("usual_stack", "usual")):
+            measured = reference_flow(kind, bootstrap, "bench-events")
+            result[name] = {"events_per_s": round(measured["events"] / measured["seconds"]),
+                            "flow_events_per_s": round(measured["events"] / measured["flow_seconds"]),
+                            "events": measured["events"]}
+            print(name, result[name], flush=True)
+        config = vigil_config(run / "vigil.toml", bootstrap, "bench-events", alerts_topic="bench-alerts")
+        for name, measure in (("vigil", lambda: vigil_run(config, run / "vigil")),
+                              ("vigil_replay", lambda: vigil_replay(config, run / "replay", "bench-replay-alerts"))):
+            measured = measure()
+            result[name] = {"events_per_s": round(args.events / measured["seconds"]),
+                            "flow_events_per_s": round(args.events / measured["flow_seconds"]) if measured["flow_seconds"] else None}
+            print(name, result[name], flush=True)
+        cluster = vigil_config(run / "cluster.toml", bootstrap, "bench-events", alerts_topic="bench-cluster-alerts")
+        measured = two_processes(cluster, run / "cluster")
+        result["vigil_two_processes"] = {"events_per_s": round(args.events / measured["seconds"])}
+        print("vigil_two_processes", result["vigil_two_processes"], flush=True)
+        result["latency"] = latency(bootstrap, run, args.rate, 5.0 if args.small else 30.0, args.entities)
+        print("latency", result["latency"], flush=True)
+    result["state"] = [state_memory(n) for n in ((1_000,) if args.small else (10_000, 100_000))]
+    print("state", result["state"], flush=True)
+    import torch
+
+    result["kernels"] = kernels(["cpu", *(["cuda"] if torch.cuda.is_available() else [])])
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = "suite-small" if args.small else "suite"
+    (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / f"{name}.md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
