@@ -9,8 +9,10 @@ An explicit argument (``cpu``, ``cuda``, ``cuda:N``) wins; ``auto`` or nothing d
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_ENV = "VIGIL_DEVICE"
 
@@ -21,6 +23,8 @@ def select_device(preference: str | None = None) -> torch.device:
     Asking for CUDA where there is none is an error rather than a silent fall-back, so a
     misconfigured GPU deployment fails at start instead of running slowly.
     """
+    import torch  # here, not at the top: operators without torch kernels do not pay its import
+
     choice = (preference or "auto").strip().lower()
     if choice == "auto":
         choice = os.environ.get(DEVICE_ENV, "auto").strip().lower() or "auto"

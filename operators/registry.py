@@ -15,30 +15,44 @@
 """
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from collections.abc import Sequence
 
 import numpy as np
 
 from kernels.state import Stateful
-from operators.ape import ApeOperator
-from operators.apre_mss import ApreMssOperator
 from operators.base import Operator
 from operators.batch import Batch
-from operators.drift import DriftOperator
 from operators.entities import EntityIndex
 from operators.event import Alert, Event
-from operators.hst import HalfSpaceTreesOperator
-from operators.zscore import ZScoreOperator
 
-OPERATOR_TYPES: dict[str, type[Operator]] = {
-    "zscore": ZScoreOperator,
-    "hst": HalfSpaceTreesOperator,
-    "apre_mss": ApreMssOperator,
-    "ape": ApeOperator,
-    "drift": DriftOperator,
-}
+
+class _OperatorTypes(Mapping[str, type[Operator]]):
+    """Configuration name to operator class. A class's module is imported when its name is first looked up, so
+    a pipeline that uses no torch-based operator does not pay torch's import (about a second of start-up)."""
+
+    _PATHS = {
+        "zscore": "operators.zscore:ZScoreOperator",
+        "hst": "operators.hst:HalfSpaceTreesOperator",
+        "apre_mss": "operators.apre_mss:ApreMssOperator",
+        "ape": "operators.ape:ApeOperator",
+        "drift": "operators.drift:DriftOperator",
+    }
+
+    def __getitem__(self, name: str) -> type[Operator]:
+        module, _, attribute = self._PATHS[name].partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._PATHS)
+
+    def __len__(self) -> int:
+        return len(self._PATHS)
+
+
+OPERATOR_TYPES: Mapping[str, type[Operator]] = _OperatorTypes()
 
 
 @dataclass(frozen=True)

@@ -19,3 +19,20 @@ def test_outlier_benchmark_runs_every_operator_and_reports_ratios():
         assert rate > 0
         expected = rate / report["river_hst_events_per_s"]
         assert abs(report["ratio_to_river_hst"][name] - expected) <= 0.05 * expected + 0.01  # ratio of the same run
+
+
+def test_the_suite_runs_end_to_end_in_its_small_mode(tmp_path):
+    """`python -m bench --small`: every part runs against a real broker and reports ratios of the same run."""
+    subprocess.run([sys.executable, "-m", "bench", "--small", "--out", str(tmp_path)], cwd=REPO, capture_output=True,
+                   text=True, check=True, timeout=600)
+    result = json.loads((tmp_path / "suite-small.json").read_text())
+    for flow in ("ceiling", "usual_stack", "vigil", "vigil_replay", "vigil_two_processes"):
+        assert result[flow]["events_per_s"] > 0, flow
+    assert result["ceiling"]["events"] == result["usual_stack"]["events"] == result["events"]
+    assert result["latency"]["alerts"] > 0 and result["latency"]["p99_ms"] >= result["latency"]["p50_ms"] > 0
+    assert [s["entities"] for s in result["state"]] == [1000] and result["state"][0]["snapshot_mib"] > 0
+    assert {k["kernel"] for k in result["kernels"]} == {"robust_ewma", "calibrated_alerting", "apre_mss_scoring"}
+    table = (tmp_path / "suite-small.md").read_text()
+    usual = result["usual_stack"]["events_per_s"]
+    assert f"| vigil | {result['vigil']['events_per_s']:,} | {result['vigil']['events_per_s'] / usual:.1f}x |" in table
+    assert "No GPU was available" in table or result["machine"]["gpu"]

@@ -39,6 +39,7 @@ from operators.event import Alert, SourcePosition, format_ts
 from operators.registry import OperatorChain, OperatorSpec
 from pipeline.engine.decode import DeadLetter, RecordBatch, decode_batch
 from pipeline.engine.metrics import Metrics, observe_many
+from pipeline.engine.sinks import SINK_PARTITION, KafkaTopicSink
 
 STATE_REPORT_SECONDS = 1.0  # how often a shard refreshes vigil_operator_state_bytes
 
@@ -233,10 +234,17 @@ def build_flow(
     results = op.key_rm("drop_shard_key", op.stateful_batch("operators", split.trues, build_shard))
     if scores_sink is not None:
         outputs = op.branch("split_scores", results, lambda item: isinstance(item, Alert))
-        op.output("scores_out", outputs.falses, scores_sink)
+        _output("scores_out", outputs.falses, scores_sink)
         results = outputs.trues
     if alert_sink is not None:
-        op.output("alerts_out", results, alert_sink)
+        _output("alerts_out", results, alert_sink)
     if dead_letter_sink is not None:
-        op.output("dead_letters_out", split.falses, dead_letter_sink)
+        _output("dead_letters_out", split.falses, dead_letter_sink)
     return flow
+
+
+def _output(step_id: str, stream: op.Stream, sink: Sink) -> None:
+    """A Kafka sink is partitioned (its one partition owns the producer): its items are keyed to that partition."""
+    if isinstance(sink, KafkaTopicSink):
+        stream = op.key_on(f"{step_id}_partition", stream, lambda item: SINK_PARTITION)
+    op.output(step_id, stream, sink)

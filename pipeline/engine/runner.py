@@ -15,13 +15,14 @@ addresses name the same host, serves metrics on ``metrics.port + id`` so that th
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-import torch
 from bytewax.inputs import Source
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
@@ -127,6 +128,14 @@ def _recovery(config: Config) -> RecoveryConfig | None:
     return RecoveryConfig(path, timedelta(seconds=backup))
 
 
+def set_torch_threads(threads: int) -> None:
+    """torch's intra-op threads, whether torch is loaded already or only later, by an operator that uses it."""
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    else:  # torch reads it when it is imported
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
 def run_pipeline(
     config: Config,
     make_source: Callable[[Metrics], Source[RecordBatch]] | None = None,
@@ -137,7 +146,7 @@ def run_pipeline(
 ) -> RunReport:
     run_dir = cluster.local_dir(Path(config.run.run_dir))
     run_dir.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(config.pipeline.torch_threads)
+    set_torch_threads(config.pipeline.torch_threads)
     recovery = _recovery(config)
     metrics = metrics or Metrics()
     settings = KafkaSettings(config.kafka)

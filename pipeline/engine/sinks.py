@@ -2,9 +2,10 @@
 
 Items are msgspec structs (:class:`~operators.event.Alert`, :class:`~pipeline.engine.decode.DeadLetter`,
 :class:`~pipeline.engine.dataflow.ScoredEvent`). File and stdout sinks write one JSON object per line.
-Kafka sinks go through bytewax's ``KafkaSink`` (librdkafka), which flushes after every batch;
-a record the broker did not acknowledge fails the run (see :class:`DeliveryError`), so with
-recovery the output is at-least-once:
+Kafka sinks produce through librdkafka without waiting for each batch's acknowledgements; they wait for all of
+them (``flush``) when Bytewax snapshots the sink, before the epoch's snapshot is committed, and at the end. A
+record the broker did not acknowledge fails the run (see :class:`DeliveryError`), so with recovery the output
+is at-least-once:
 
 * alerts: key = entity key, value = the alert as JSON, timestamp = event time, header
   ``vigil-alert-id``. Ids depend only on source position and operator, so consumers deduplicate.
@@ -23,8 +24,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import msgspec
-from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.connectors.kafka import KafkaSinkMessage
+from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
+from confluent_kafka import Producer
 
 from operators.event import Alert, SourcePosition, parse_ts_ms
 from pipeline.engine.decode import DeadLetter
@@ -93,34 +95,59 @@ def keyed_message(item: Any) -> KafkaSinkMessage:
     return KafkaSinkMessage(item.key.encode("utf-8"), _encoder.encode(item), timestamp=parse_ts_ms(item.ts))
 
 
-class _EncodingPartition(StatelessSinkPartition[Any]):
-    def __init__(self, inner: StatelessSinkPartition[KafkaSinkMessage], encode: Callable[[Any], KafkaSinkMessage]) -> None:
-        self.inner = inner
+SINK_PARTITION = "0"  # the one partition of a Kafka sink
+
+
+class _ProducerPartition(StatefulSinkPartition[Any, None]):
+    """Produces records asynchronously; ``snapshot`` waits until the broker acknowledged every one of them."""
+
+    def __init__(self, topic: str, config: dict[str, Any], encode: Callable[[Any], KafkaSinkMessage]) -> None:
+        self.producer = Producer({**config, "on_delivery": _raise_on_failed_delivery})
+        self.topic = topic
         self.encode = encode
 
     def write_batch(self, items: list[Any]) -> None:
-        self.inner.write_batch([self.encode(item) for item in items])
+        produce = self.producer.produce
+        for item in items:
+            message = self.encode(item)
+            while True:
+                try:
+                    produce(self.topic, message.value, message.key, headers=message.headers,
+                            timestamp=message.timestamp or 0)
+                    break
+                except BufferError:  # librdkafka's queue is full: let deliveries drain
+                    self.producer.poll(0.05)
+        self.producer.poll(0)  # serves delivery reports: a failed one raises DeliveryError here
+
+    def snapshot(self) -> None:
+        self.producer.flush()  # nothing written before this epoch's snapshot may still be in flight
 
     def close(self) -> None:
-        self.inner.close()
+        self.producer.flush()
 
 
-class KafkaTopicSink(DynamicSink[Any]):
-    """Encodes items as Kafka records and writes them with bytewax's ``KafkaSink``."""
+class KafkaTopicSink(FixedPartitionedSink[Any, None]):
+    """Encodes items as Kafka records for one topic. One sink partition (``"0"``) holds the producer, so the
+    flow keys the items it writes with :data:`SINK_PARTITION`."""
 
     def __init__(self, topic: str, producer_config: dict[str, Any], encode: Callable[[Any], KafkaSinkMessage]) -> None:
-        config = {**producer_config, "on_delivery": _raise_on_failed_delivery}
-        servers = config.pop("bootstrap.servers")
-        self.inner = KafkaSink(servers.split(","), topic, add_config=config)
+        self.topic = topic
+        self.config = producer_config
         self.encode = encode
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _EncodingPartition:
-        return _EncodingPartition(self.inner.build(step_id, worker_index, worker_count), self.encode)
+    def list_parts(self) -> list[str]:
+        return [SINK_PARTITION]
+
+    def part_fn(self, item_key: str) -> int:
+        return 0
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _ProducerPartition:
+        return _ProducerPartition(self.topic, self.config, self.encode)
 
 
 def build_sink(sink_type: str, *, path: Path | None = None, topic: str = "",
                producer_config: dict[str, Any] | None = None,
-               encode: Callable[[Any], KafkaSinkMessage] = keyed_message) -> DynamicSink[Any] | None:
+               encode: Callable[[Any], KafkaSinkMessage] = keyed_message) -> DynamicSink[Any] | KafkaTopicSink | None:
     """The sink a ``[sinks.*]`` table describes; None for ``type = "none"``."""
     if sink_type == "none":
         return None
