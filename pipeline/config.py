@@ -73,7 +73,7 @@ class DemoConfig:
 @dataclass
 class PipelineConfig:
     shards: int = field(default=16, metadata=_range(1, 65536))
-    batch_max_size: int = field(default=512, metadata=_range(1))
+    batch_max_size: int = field(default=4096, metadata=_range(1))
     batch_max_wait_ms: int = field(default=50, metadata=_range(0))
     max_event_bytes: int = field(default=65536, metadata=_range(64))
     torch_threads: int = field(default=1, metadata=_range(1, 1024))

@@ -8,6 +8,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 
 from operators.alerting import AlertingParams
 from operators.drift import DriftParams
+from operators.batch import Batch
 from operators.event import SourcePosition, alert_id
 from operators.registry import OperatorChain, OperatorSpec
 from operators.zscore import ZScoreParams
@@ -128,3 +129,22 @@ def test_entity_limits_evict_and_metrics_count_it():
     # Each event finds every other host idle for over 500 ms: all but the last event's host end up evicted.
     assert metrics.registry.get_sample_value("vigil_entities_evicted_total", {"reason": "ttl"}) == 298 - 1
     assert metrics.registry.get_sample_value("vigil_entities") == 1
+
+
+def test_batches_grow_under_load_and_shrink_when_idle():
+    metrics = Metrics()
+    logic = ShardLogic(OperatorChain.build(SPECS, max_entities=100), Batching(2048, timedelta(milliseconds=50)),
+                       metrics, None)
+    rows = decode_batch(record_batches(size=300)[0], ["cpu"], [], 4096)[0]
+    many = Batch.concat([rows] * 20)  # 6,000 rows at once: every batch fills its target
+    logic.on_batch([many])
+    sizes = [512, 1024, 2048, 2048]  # 368 rows stay pending
+    assert logic.target == 2048 and metrics.registry.get_sample_value("vigil_batch_size_count") == 4
+    assert metrics.registry.get_sample_value("vigil_batch_size_sum") == sum(sizes)
+    logic.on_notify()  # the wait ended: the rest leaves, and less than half a target leaves the target halved
+    assert logic.pending_rows == 0 and logic.target == 1024
+    for _ in range(7):  # sparse input: ten rows per wait
+        logic.on_batch([rows.rows(0, 10)])
+        logic.on_notify()
+    assert logic.target == 16
+    assert metrics.registry.get_sample_value("vigil_batch_wait_seconds_count") == 4 + 1 + 7

@@ -94,8 +94,17 @@ def scored_events(batch: Batch) -> list[ScoredEvent]:
 
 @dataclass(frozen=True)
 class Batching:
+    """Adaptive micro-batching of a shard. A batch is handed to the operators when ``target`` rows are pending, or
+    when its oldest row has waited ``max_wait`` (the latency bound), or at the end of input. The target starts at
+    ``min(START_TARGET, max_size)``, doubles (up to ``max_size``) each time it fills before the wait is over (load:
+    larger batches amortise the per-batch cost) and halves (down to ``MIN_TARGET``) each time the wait ends with less
+    than half of it (idle: small batches leave at once)."""
+
     max_size: int
     max_wait: timedelta
+
+
+START_TARGET, MIN_TARGET = 512, 16
 
 
 @dataclass(frozen=True)
@@ -120,7 +129,9 @@ class ShardLogic(StatefulBatchLogic[Batch, "Alert | ScoredEvent", dict]):
         self.metrics = metrics
         self.emit_scores = emit_scores
         self.pending: list[Batch] = []
+        self.arrived: list[float] = []  # when each pending part reached the shard (monotonic seconds)
         self.pending_rows = 0
+        self.target = min(START_TARGET, batching.max_size)
         self.deadline: datetime | None = None
         self.state_reported_at = -math.inf
         if resume is not None:
@@ -129,16 +140,27 @@ class ShardLogic(StatefulBatchLogic[Batch, "Alert | ScoredEvent", dict]):
         self.evictions_reported = dict(chain.entities.evicted)  # this process counts its own evictions only
 
     def _add(self, parts: list[Batch]) -> None:
+        now = time.monotonic()
         self.pending.extend(parts)
+        self.arrived.extend(now for _ in parts)
         self.pending_rows += sum(len(part) for part in parts)
 
     def _take(self, rows: int) -> Batch:
-        """The first ``rows`` pending rows as one batch."""
-        pending = Batch.concat(self.pending)
-        batch, rest = (pending, None) if rows >= len(pending) else (pending.rows(0, rows), pending.rows(rows, len(pending)))
-        self.pending = [rest] if rest is not None else []
-        self.pending_rows = len(rest) if rest is not None else 0
-        return batch
+        """The first ``rows`` pending rows (or all of them) as one batch; how long its oldest row waited goes to
+        ``vigil_batch_wait_seconds``."""
+        self.metrics.batch_wait.observe(time.monotonic() - self.arrived[0])
+        taken, count = [], 0
+        while self.pending and count + len(self.pending[0]) <= rows:
+            taken.append(self.pending.pop(0))
+            self.arrived.pop(0)
+            count += len(taken[-1])
+        if count < rows and self.pending:  # the batch ends inside the next part, whose rest stays pending
+            part, cut = self.pending[0], rows - count
+            taken.append(part.rows(0, cut))
+            self.pending[0] = part.rows(cut, len(part))
+            count = rows
+        self.pending_rows -= count
+        return Batch.concat(taken)
 
     def _process(self, batch: Batch) -> list[Alert | ScoredEvent]:
         self.metrics.batch_size.observe(len(batch))
@@ -164,9 +186,14 @@ class ShardLogic(StatefulBatchLogic[Batch, "Alert | ScoredEvent", dict]):
 
     def _drain(self, everything: bool) -> list[Alert | ScoredEvent]:
         alerts: list[Alert | ScoredEvent] = []
-        size = self.batching.max_size
-        while self.pending_rows >= size or (everything and self.pending_rows):
-            alerts.extend(self._process(self._take(size)))
+        while self.pending_rows >= self.target or (everything and self.pending_rows):
+            filled = self.pending_rows >= self.target
+            batch = self._take(self.target)
+            if filled:
+                self.target = min(2 * self.target, self.batching.max_size)
+            elif len(batch) < self.target // 2:
+                self.target = max(self.target // 2, min(MIN_TARGET, self.batching.max_size))
+            alerts.extend(self._process(batch))
         now = time.monotonic()
         if now - self.state_reported_at >= STATE_REPORT_SECONDS:
             self._report_state_bytes(now)

@@ -14,6 +14,7 @@ from pipeline.engine.decode import REASONS
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 # Event lag spans live consumption (milliseconds) to replays of history (days to a year).
 LAG_BUCKETS = (0.01, 0.05, 0.25, 1, 5, 30, 120, 600, 3600, 21600, 86400, 604800, 2592000, 31536000)
+WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 KERNEL_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
@@ -32,6 +33,10 @@ class Metrics:
         )
         self.batch_size = Histogram(
             "vigil_batch_size", "Events per micro-batch handed to a shard's operators.", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.batch_wait = Histogram(
+            "vigil_batch_wait_seconds", "How long the oldest event of a micro-batch waited in its shard's buffer.",
+            buckets=WAIT_BUCKETS, registry=r,
         )
         self.kernel_seconds = Histogram(
             "vigil_kernel_seconds", "Time per batched kernel call.", ["kernel", "device"], buckets=KERNEL_BUCKETS, registry=r
