@@ -10,8 +10,8 @@ Items are whole batches: a source yields one :class:`~pipeline.engine.decode.Rec
 ``decode`` step turns it into one columnar :class:`~operators.batch.Batch` of valid events per shard it
 touches (plus the dead letters), so Bytewax moves a handful of items per read instead of one per event.
 ``shard_of`` routes each entity to ``crc32(key) % shards``; Bytewax spreads shards over workers. The
-``operators`` step buffers a shard's rows into micro-batches (``batch_max_size`` events or
-``batch_max_wait_ms`` after the first buffered event) and hands each batch to the shard's
+``operators`` step buffers a shard's rows into adaptive micro-batches (:class:`Batching`: larger under load, up
+to ``batch_max_size``; at the latest ``batch_max_wait_ms`` after the oldest buffered row) and hands each to the shard's
 :class:`~operators.registry.OperatorChain`, which gives the rows their entity slots (evicting idle and
 excess entities, see :mod:`operators.entities`) and runs the operators on the columnar batch. Its recovery
 snapshot is plain data: the chain's snapshot (entity index and operators) and the buffered rows as columns.
