@@ -37,6 +37,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
+from bench.bench_entities import rss_bytes
 from operators.event import parse_ts_ms
 
 REPO = Path(__file__).resolve().parent.parent
@@ -232,13 +233,6 @@ def _event_times(lines: list[bytes]) -> list[int]:
     return [parse_ts_ms(record.ts) for record in msgspec.json.Decoder(list[_Scored]).decode(b"[" + b",".join(lines) + b"]")]
 
 
-def rss_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 def state_memory(entities: int) -> dict:
     """The default operators' state for ``entities`` warm entities, in this process: resident memory added and the
     time to snapshot it (the chain's plain data, pickled as Bytewax's recovery store does)."""
@@ -251,7 +245,7 @@ def state_memory(entities: int) -> dict:
                                  OperatorSpec("drift", "drift", ("score:outlier",), DriftParams())],
                                 max_entities=entities)
     rng = np.random.default_rng(1)
-    before = rss_bytes()
+    before = rss_bytes(os.getpid())
     rounds = 250  # past zscore's warm-up (30) and the calibration's (200): every state is allocated
     keys = np.array([f"entity-{i}" for i in range(entities)], dtype=object)
     for r in range(rounds):
@@ -263,7 +257,7 @@ def state_memory(entities: int) -> dict:
                           np.full(n, "t", dtype=object), np.zeros(n, dtype=np.int64), np.arange(n, dtype=np.int64),
                           numeric={name: values[:, j] for j, name in enumerate(FIELDS)})
             chain.run(batch)
-    added = rss_bytes() - before
+    added = rss_bytes(os.getpid()) - before
     started = time.perf_counter()
     blob = pickle.dumps(chain.snapshot(), protocol=pickle.HIGHEST_PROTOCOL)
     snapshot_seconds = time.perf_counter() - started

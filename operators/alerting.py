@@ -110,8 +110,12 @@ class CalibratedAlerting(Stateful):
         ordered = sorted(params.levels.items(), key=lambda item: item[1])
         self.level_names = [name for name, _ in ordered]
         self.level_rarities = [float(rarity) for _, rarity in ordered]
+        self._allocate()
+
+    def _allocate(self) -> None:
+        """No slot yet: arrays grow as slots appear (:meth:`_ensure_rows`)."""
         self.rows = 0  # slots in use: every slot seen is below it
-        self.scores = np.zeros((0, params.window), dtype=np.float32)  # ring buffer per slot
+        self.scores = np.zeros((0, self.params.window), dtype=np.float32)  # ring buffer per slot
         self.count = np.zeros(0, dtype=np.int64)  # scores seen (the window holds min(count, window))
         self.last_ts = np.zeros(0, dtype=np.int64)
         self.mean_gap_ms = np.zeros(0)  # EWMA of event-time gaps, NaN until two events were seen
@@ -196,13 +200,8 @@ class CalibratedAlerting(Stateful):
 
     def restore(self, state: dict[str, Any]) -> None:
         n = len(state["count"])
-        self.rows = 0
-        self.scores = np.zeros((0, self.params.window), dtype=np.float32)
-        self.count = np.zeros(0, dtype=np.int64)
-        self.last_ts = np.zeros(0, dtype=np.int64)
-        self.mean_gap_ms = np.zeros(0)
+        self._allocate()
         self._ensure_rows(n)
-        self.rows = n
         # Copies: the snapshot may be restored again, and the windows are written in place.
         self.scores[:n] = np.asarray(state["scores"], dtype=np.float32).reshape(n, self.params.window)
         self.count[:n] = np.asarray(state["count"], dtype=np.int64)

@@ -83,21 +83,21 @@ def check_value(value: Any, meta: Mapping[str, Any]) -> str | None:
     return None
 
 
+def scalar_type_ok(value: Any, hint: Any) -> bool | None:
+    """Whether ``value`` fits the scalar type ``hint`` (bool, int, float, or str; an int is a float, a bool is
+    neither number), or None when ``hint`` is not one of them."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return {bool: isinstance(value, bool), int: number and isinstance(value, int), float: number,
+            str: isinstance(value, str)}.get(hint)
+
+
 def _type_ok(value: Any, hint: Any) -> bool:
     origin = typing.get_origin(hint)
     if origin is Literal:
         return value in typing.get_args(hint)
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
     if origin in (dict, list):
         return isinstance(value, origin)
-    return True
+    return scalar_type_ok(value, hint) is not False
 
 
 def validate(params: Any, prefix: str = "") -> None:

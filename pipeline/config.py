@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from operators.batch import P_VALUE_SUFFIX, SCORE_PREFIX
 from operators.event import parse_ts_ms
-from operators.params import ParamError, check_value
+from operators.params import ParamError, check_value, scalar_type_ok
 from operators.registry import OPERATOR_TYPES, OperatorSpec, build_operator
 from pipeline.secrets import SECRET_WORDS, SecretError, resolve_secret
 
@@ -247,12 +247,7 @@ def _convert(value: Any, hint: Any, path: str, issues: list[ConfigIssue], meta: 
             return _MISSING
         _, item_hint = typing.get_args(hint)
         return {k: _convert(v, item_hint, _join(path, k), issues) for k, v in value.items()}
-    ok = {
-        bool: isinstance(value, bool),
-        int: isinstance(value, int) and not isinstance(value, bool),
-        float: isinstance(value, (int, float)) and not isinstance(value, bool),
-        str: isinstance(value, str),
-    }.get(hint)
+    ok = scalar_type_ok(value, hint)
     if ok is None:  # pragma: no cover - a schema bug, not a user error
         raise TypeError(f"unsupported config type {hint!r} at {path}")
     if not ok:

@@ -26,7 +26,7 @@ from typing import TextIO
 import msgspec
 import numpy as np
 
-from operators.base import P_VALUE_SUFFIX
+from operators.batch import P_VALUE_SUFFIX
 from operators.event import SourcePosition, epoch_ms
 from pipeline.config import Config, SinkConfig, SourceConfig
 from pipeline.demo.broker import EmbeddedBroker
