@@ -6,12 +6,14 @@ entities with three numeric fields, keyed by entity, into a 4-partition topic) a
 * the decode-and-count ceiling and the usual stack (:mod:`bench.flows`: Bytewax's Kafka source, ``json.loads``,
   a count per key / river ``MinMaxScaler | HalfSpaceTrees`` per key), each in its own process;
 * Vigil's default pipeline (zscore outlier scoring and ADWIN drift on its score), Kafka to an alerts topic,
-  bounded, in one process; the same with two processes (``-i``/``-a``); and ``vigil replay --from beginning``;
+  bounded, in one process; the same with two processes (``-i``/``-a``), with partition-local shards
+  (``pipeline.shard_by = "partition"``) and with shards by key; and ``vigil replay --from beginning``;
 * event-to-output latency (p50, p99) at a steady input rate: Vigil tails the topic with every event's scores
   going to a topic, the producer stamps each event with the wall clock, and a consumer notes when its output
   arrives;
 * resident memory and snapshot time of the default operators' state for 10,000 and 100,000 entities;
-* kernel micro-benchmarks (robust EWMA, calibrated alerting, the MSS-APRE autoencoder's scoring) on the CPU and,
+* kernel micro-benchmarks (robust EWMA, calibrated alerting, ADWIN, Page-Hinkley, the MSS-APRE autoencoder's
+  scoring) on the CPU and,
   when torch sees one, on CUDA.
 
 Every throughput is an events-per-second figure with start-up included (the wall time of the process) and its
@@ -137,13 +139,14 @@ def vigil_replay(config: Path, run_dir: Path, alerts_topic: str) -> dict:
     return {"seconds": seconds, "flow_seconds": float(match.group(2)) if match else None}
 
 
-def two_processes(config: Path, run_dir: Path) -> dict:
+def two_processes(config: Path, run_dir: Path, shard_by: str) -> dict:
     from pipeline.demo.broker import free_port
 
     addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(2))
     started = time.perf_counter()
     processes = [subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--config", str(config), "--run-dir",
-                                   str(run_dir), "--no-metrics", "-i", str(i), "-a", addresses], cwd=REPO,
+                                   str(run_dir), "--no-metrics", "-i", str(i), "-a", addresses,
+                                   "--set", f"pipeline.shard_by={shard_by}"], cwd=REPO,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for i in range(2)]
     for process in processes:
         _, stderr = process.communicate()
@@ -267,16 +270,20 @@ def state_memory(entities: int) -> dict:
 
 def kernels(devices: list[str], rows: int = 4096, repeats: int = 20) -> list[dict]:
     """Events per second of the batched kernels at ``rows`` events per call."""
+    from kernels.adwin import AdwinBank
     from kernels.ewma import RobustEwma
+    from kernels.page_hinkley import PageHinkleyBank
     from operators.alerting import AlertingParams, CalibratedAlerting
 
     rng = np.random.default_rng(2)
     results = []
     slots = np.arange(rows) % 1000
     values = rng.normal(size=(rows, 4))
-    ewma, alerting = RobustEwma(4), CalibratedAlerting(AlertingParams())
+    ewma, alerting, adwin, page_hinkley = RobustEwma(4), CalibratedAlerting(AlertingParams()), AdwinBank(), PageHinkleyBank()
     for name, call in (("robust_ewma", lambda: ewma.score_and_learn(slots, values)),
-                       ("calibrated_alerting", lambda: alerting.judge(slots, np.arange(rows) * 1000, values[:, 0]))):
+                       ("calibrated_alerting", lambda: alerting.judge(slots, np.arange(rows) * 1000, values[:, 0])),
+                       ("adwin", lambda: adwin.update(slots, values[:, 0])),
+                       ("page_hinkley", lambda: page_hinkley.update(slots, values[:, 0]))):
         for _ in range(60):  # past the warm-ups: every slot has 245 scores, so each one is judged
             call()
         started = time.perf_counter()
@@ -327,11 +334,15 @@ def markdown(result: dict) -> str:
     lines = [f"# Vigil benchmark suite ({result['events']:,} events, {result['entities']} entities)", "",
              f"`{result['command']}`; {result['machine']}", "",
              "| flow | events/s (start-up included) | vs usual stack | events/s after start-up |", "|---|---|---|---|"]
-    for name in ("ceiling", "usual_stack", "vigil", "vigil_replay", "vigil_two_processes"):
+    for name in ("ceiling", "usual_stack", "vigil", "vigil_replay", "vigil_two_processes", "vigil_two_processes_key_shards"):
         row = result.get(name)
         if row:
             flow = f"{row['flow_events_per_s']:,}" if row.get("flow_events_per_s") else ""
             lines.append(f"| {name} | {row['events_per_s']:,} | {row['events_per_s'] / usual:.1f}x | {flow} |")
+    lines += ["", "Two processes vs one: " + ", ".join(
+        f"{result[name]['vs_one_process']}x with shard_by = \"{shard_by}\""
+        for name, shard_by in (("vigil_two_processes", "partition"), ("vigil_two_processes_key_shards", "key"))
+        if name in result) + "."]
     if result.get("latency"):
         lat = result["latency"]
         lines += ["", f"Event-to-alert latency at {lat['rate']:,.0f} events/s for {lat['seconds']:.0f} s "
@@ -368,7 +379,8 @@ def main() -> None:
         run = Path(tmp)
         bootstrap = broker.bootstrap
         create_topics(KafkaSettings(KafkaConfig(bootstrap_servers=[bootstrap])),
-                      {"bench-events": PARTITIONS, "bench-alerts": 1, "bench-replay-alerts": 1, "bench-cluster-alerts": 1})
+                      {"bench-events": PARTITIONS, "bench-alerts": 1, "bench-replay-alerts": 1,
+                       "bench-vigil_two_processes-alerts": 1, "bench-vigil_two_processes_key_shards-alerts": 1})
         produce(bootstrap, "bench-events", args.events, args.entities)
         for name, kind in (("ceiling", "ceiling"), ("usual_stack", "usual")):
             measured = reference_flow(kind, bootstrap, "bench-events")
@@ -384,10 +396,12 @@ def main() -> None:
             result[name] = {"events_per_s": round(args.events / measured["seconds"]),
                             "flow_events_per_s": round(args.events / flow) if flow else None}
             print(name, result[name], flush=True)
-        cluster = vigil_config(run / "cluster.toml", bootstrap, "bench-events", alerts_topic="bench-cluster-alerts")
-        measured = two_processes(cluster, run / "cluster")
-        result["vigil_two_processes"] = {"events_per_s": round(args.events / measured["seconds"])}
-        print("vigil_two_processes", result["vigil_two_processes"], flush=True)
+        for name, shard_by in (("vigil_two_processes", "partition"), ("vigil_two_processes_key_shards", "key")):
+            cluster = vigil_config(run / f"{name}.toml", bootstrap, "bench-events", alerts_topic=f"bench-{name}-alerts")
+            measured = two_processes(cluster, run / name, shard_by)
+            rate = round(args.events / measured["seconds"])
+            result[name] = {"events_per_s": rate, "vs_one_process": round(rate / result["vigil"]["events_per_s"], 2)}
+            print(name, result[name], flush=True)
         result["latency"] = latency(bootstrap, run, args.rate, 5.0 if args.small else 30.0, args.entities)
         print("latency", result["latency"], flush=True)
     result["state"] = [state_memory(n) for n in ((1_000,) if args.small else (10_000, 100_000))]

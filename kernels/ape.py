@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch.nn.functional import softplus
 
-from kernels.device import select_device
+from kernels.device import select_device, to_device
 from kernels.profiling import timed
 from kernels.state import Stateful, tensor_bytes
 
@@ -131,7 +131,7 @@ class ApeModel(Stateful):
     def score(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """-(S + c) per event of ``ids`` (events, types, 2), and the pair terms of S (events, pairs)."""
         with timed(self.kernel_name, self.device.type), torch.no_grad():
-            flat = torch.as_tensor(ids, device=self.device) + self.offsets
+            flat = to_device(ids, self.device) + self.offsets
             terms = self._pair_terms(self.tables, flat, self.w)
             scores = -(terms.sum(dim=-1) + self.c)
             return scores.cpu().numpy().astype(np.float64), terms.cpu().numpy().astype(np.float64)
@@ -148,16 +148,15 @@ class ApeModel(Stateful):
             corrupted[:, t, :, t] = noise[:, t]
         events = np.concatenate([ids, corrupted.reshape(-1, n_types, 2)])
         with timed(self.kernel_name, self.device.type):
-            flat = torch.as_tensor(events, device=self.device) + self.offsets
+            flat = to_device(events, self.device) + self.offsets
             touched, inverse = torch.unique(flat, return_inverse=True)
             if self.steps == 0:  # see the class docstring
                 self.c.fill_(float(log_q.sum(axis=1).mean()))
             rows = self.tables[touched].requires_grad_()
             w, c = self.w.clone().requires_grad_(), self.c.clone().requires_grad_()
             logits = self._pair_terms(rows, inverse, w).sum(dim=-1) + c - math.log(k)
-            true_logits = logits[:n, None] - torch.as_tensor(log_q, dtype=torch.float32, device=self.device)
-            noise_logits = logits[n:].view(n, n_types, k) - torch.as_tensor(log_q_noise, dtype=torch.float32,
-                                                                            device=self.device)
+            true_logits = logits[:n, None] - to_device(log_q, self.device, torch.float32)
+            noise_logits = logits[n:].view(n, n_types, k) - to_device(log_q_noise, self.device, torch.float32)
             loss = (softplus(-true_logits).sum() + softplus(noise_logits).sum()) / n
             loss.backward()
             with torch.no_grad():

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from kernels.device import to_device
 from kernels.state import Stateful
 
 POLICIES = ("reservoir", "window")
@@ -87,7 +88,8 @@ class ReferenceBuffer(Stateful):
         sources = kept[::-1][first_in_reversed]
         if len(sources):
             values = torch.as_tensor(rows)[torch.from_numpy(sources)]
-            self.data[torch.from_numpy(unique_slots).to(self.data.device)] = values.to(self.data.device, self.data.dtype)
+            device = self.data.device
+            self.data[to_device(unique_slots, device)] = to_device(values, device).to(self.data.dtype)
         self.seen += n
 
     def state_bytes(self) -> int:

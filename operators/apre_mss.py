@@ -85,7 +85,7 @@ import torch
 
 from kernels.apre import EPS, apre, squared_error
 from kernels.autoencoder import AutoEncoder
-from kernels.device import select_device
+from kernels.device import select_device, to_device
 from kernels.mean_shift import shift_queries, shift_reference
 from kernels.profiling import timed
 from kernels.reservoir import ReferenceBuffer
@@ -184,7 +184,7 @@ class ApreMssModel(Stateful):
     def _score(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         p = self.params
         with timed("apre_mss_score", self.device.type), torch.no_grad():
-            raw_x = torch.as_tensor(x, dtype=torch.float64).to(self.device)
+            raw_x = to_device(x, self.device, torch.float64)
             standardised = ((raw_x - self.mean) / self.scale).float()
             reference = [step[: self.reference_rows] for step in self.steps]
             outputs = []

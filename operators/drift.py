@@ -1,9 +1,11 @@
-"""Per-entity drift detection with river's ADWIN, KSWIN or PageHinkley.
+"""Per-entity drift detection with ADWIN, Page-Hinkley or KSWIN.
 
-One river detector per (entity, field); every value is passed to it in stream order exactly as a
-user would call ``detector.update(x)``, so alarms fire at the same stream index as river's own.
-Fields can be event fields or another operator's per-event score (``score:<operator>``). All fields
-that alarm on the same event produce one alert, whose score is the number of alarming fields.
+One detector per (entity, field), fed every value in stream order, so alarms fire at the same stream index as
+river's detectors would (``tests/test_drift.py`` compares them). ADWIN and Page-Hinkley run as compiled loops over
+the whole batch, their state in arrays across entities (:mod:`kernels.adwin`, :mod:`kernels.page_hinkley`); KSWIN,
+which draws random samples and runs a Kolmogorov-Smirnov test, stays river's own detector, called per value.
+Fields can be event fields or another operator's per-event score (``score:<operator>``). All fields that alarm on
+the same event produce one alert, whose score is the number of alarming fields.
 
 >>> from operators.event import Event, SourcePosition
 >>> op = DriftOperator.from_config("drift", ["x"], DriftParams(detector="page_hinkley"))
@@ -36,31 +38,92 @@ from typing import Any, ClassVar, Literal
 from collections.abc import Sequence
 
 import numpy as np
-from river import drift
 
+from kernels.adwin import AdwinBank
+from kernels.page_hinkley import PageHinkleyBank
+from kernels.state import Stateful
 from operators.base import Operator
 from operators.batch import Batch
 from operators.event import Alert
 from operators.params import ParamError, param
 from operators.plain_state import load_plain, object_bytes, to_plain
 
-SIZE_SAMPLE = 64  # detectors measured by state_bytes
-DETECTORS = {"adwin": drift.ADWIN, "kswin": drift.KSWIN, "page_hinkley": drift.PageHinkley}
+SIZE_SAMPLE = 64  # KSWIN detectors measured by state_bytes
+DETECTOR_NAMES = {"adwin": "ADWIN", "kswin": "KSWIN", "page_hinkley": "PageHinkley"}
+
+
+def _kswin_class():
+    from river.drift import KSWIN  # imported on use: river's drift package pulls in scipy.stats (about 1 s)
+
+    return KSWIN
+
+
+def _detector_class(detector: str) -> type:
+    return {"adwin": AdwinBank, "page_hinkley": PageHinkleyBank}.get(detector) or _kswin_class()
 
 
 def detector_parameters(detector: str) -> dict[str, inspect.Parameter]:
-    """The keyword parameters river's constructor accepts (the config check validates against them)."""
-    return dict(inspect.signature(DETECTORS[detector]).parameters)
+    """The keyword parameters the detector accepts (river's, for all three; the config check validates against them)."""
+    return dict(inspect.signature(_detector_class(detector)).parameters)
+
+
+class KswinDetectors(Stateful):
+    """river KSWIN detectors by id, with the interface of the compiled banks. Each draws its samples from a
+    generator seeded by its entity key and field (stable across runs and restarts) unless a seed is given."""
+
+    def __init__(self, **params: Any) -> None:
+        self.params = params
+        self.detectors: dict[int, tuple[str, Any]] = {}  # id -> (seed name, detector)
+        self._new("")  # river checks values only when a detector is built: build one now
+
+    def _new(self, seed_name: str):
+        kswin = _kswin_class()
+        return kswin(**{"seed": zlib.crc32(seed_name.encode()), **self.params})
+
+    def update(self, ids: np.ndarray, values: np.ndarray, seed_names: Sequence[str]) -> np.ndarray:
+        alarms = np.zeros(len(ids), dtype=np.bool_)
+        for i, (detector_id, value) in enumerate(zip(ids.tolist(), values.tolist())):
+            entry = self.detectors.get(detector_id)
+            if entry is None:
+                entry = self.detectors[detector_id] = (seed_names[i], self._new(seed_names[i]))
+            entry[1].update(value)
+            alarms[i] = entry[1].drift_detected
+        return alarms
+
+    def reset(self, ids: np.ndarray) -> None:
+        for detector_id in ids.tolist():
+            self.detectors.pop(detector_id, None)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"detectors": [{"id": detector_id, "seed_name": name, "state": to_plain(detector)}
+                              for detector_id, (name, detector) in self.detectors.items()]}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.detectors = {}
+        for entry in state["detectors"]:
+            detector = self._new(entry["seed_name"])
+            load_plain(detector, entry["state"])
+            self.detectors[int(entry["id"])] = (entry["seed_name"], detector)
+
+    def state_bytes(self) -> int:
+        """The detectors' Python objects (:func:`operators.plain_state.object_bytes`), measured on the first
+        ``SIZE_SAMPLE`` detectors and extrapolated: the gauge is refreshed often and a shard may hold many."""
+        sample = [detector for _, detector in itertools.islice(self.detectors.values(), SIZE_SAMPLE)]
+        if not sample:
+            return sys.getsizeof(self.detectors)
+        measured = sum(object_bytes(detector) for detector in sample)
+        return sys.getsizeof(self.detectors) + measured * len(self.detectors) // len(sample)
 
 
 @dataclass
 class DriftParams:
     """Parameters of :class:`DriftOperator`."""
 
-    detector: Literal["adwin", "kswin", "page_hinkley"] = param("adwin", "river detector: adwin, kswin or page_hinkley",
+    detector: Literal["adwin", "kswin", "page_hinkley"] = param("adwin", "drift detector: adwin, kswin or page_hinkley",
                                                                  choices=("adwin", "kswin", "page_hinkley"))
-    detector_params: dict[str, Any] = param({}, "passed to river's constructor unchanged (checked against its signature); "
-                                                "for kswin without seed, each entity and field gets a stable seed")
+    detector_params: dict[str, Any] = param({}, "the detector's parameters, named as in river's constructor (checked "
+                                                "against it); for kswin without seed, each entity and field gets a "
+                                                "stable seed")
     severity: str = param("warning", "severity of drift alerts")
 
 
@@ -70,18 +133,18 @@ class DriftOperator(Operator):
 
     def __init__(self, name: str, fields: Sequence[str], params: DriftParams) -> None:
         super().__init__(name, fields, params)
-        self.detector_class = DETECTORS[params.detector]
         accepted = detector_parameters(params.detector)
         for key in params.detector_params:
             if key not in accepted:
                 close = difflib.get_close_matches(key, list(accepted), n=1)
                 hint = f"did you mean {close[0]!r}?" if close else f"{params.detector} accepts {', '.join(accepted)}"
                 raise ParamError(f"detector_params.{key}", f"unknown {params.detector} parameter ({hint})")
-        try:  # river checks values only when a detector is built: build one now, not at an entity's first event
-            self._new_detector("", self.fields[0] if self.fields else "")
+        self.detector_name = DETECTOR_NAMES[params.detector]
+        try:
+            cls = KswinDetectors if params.detector == "kswin" else _detector_class(params.detector)
+            self.detectors = cls(**params.detector_params)  # detector id = slot * len(fields) + field index
         except (TypeError, ValueError) as error:
-            raise ParamError("detector_params", f"{self.detector_class.__name__} refuses them: {error}") from None
-        self.detectors: dict[tuple[int, str], tuple[str, drift.base.DriftDetector]] = {}  # (slot, field) -> key, detector
+            raise ParamError("detector_params", f"{self.detector_name} refuses them: {error}") from None
 
     @classmethod
     def contract_cases(cls) -> list[tuple[list[str], DriftParams]]:
@@ -89,67 +152,34 @@ class DriftOperator(Operator):
                 (["x0"], DriftParams(detector="adwin", detector_params={"delta": 0.1})),
                 (["x1"], DriftParams(detector="kswin", detector_params={"alpha": 0.01, "window_size": 40, "stat_size": 10}))]
 
-    def _new_detector(self, key: str, field_name: str):
-        kwargs = dict(self.params.detector_params)
-        if "seed" in detector_parameters(self.params.detector) and "seed" not in kwargs:
-            kwargs["seed"] = zlib.crc32(f"{key}\x00{field_name}".encode())
-        return self.detector_class(**kwargs)
-
     def process(self, batch: Batch) -> list[Alert]:
         values = batch.matrix(self.fields)
-        observed = ~np.isnan(values)
-        keys, slots = batch.keys, batch.slots.tolist()
+        rows, cols = np.nonzero(~np.isnan(values))  # row-major: each detector sees its values in stream order
+        ids = batch.slots[rows] * len(self.fields) + cols
+        if isinstance(self.detectors, KswinDetectors):
+            keys = batch.keys
+            names = [f"{keys[row]}\x00{self.fields[col]}" for row, col in zip(rows.tolist(), cols.tolist())]
+            alarms = self.detectors.update(ids, values[rows, cols], names)
+        else:
+            alarms = self.detectors.update(ids, values[rows, cols])
         alerts = []
-        for row in np.flatnonzero(observed.any(axis=1)).tolist():
-            drifted = []
-            for col, field_name in enumerate(self.fields):
-                if observed[row, col]:
-                    entry = self.detectors.get((slots[row], field_name))
-                    if entry is None:
-                        entry = self.detectors[(slots[row], field_name)] = (keys[row], self._new_detector(keys[row], field_name))
-                    detector = entry[1]
-                    detector.update(float(values[row, col]))
-                    if detector.drift_detected:
-                        drifted.append(field_name)
-            if drifted:
-                alerts.append(
-                    self.alert(
-                        batch,
-                        row,
-                        score=float(len(drifted)),
-                        severity=self.params.severity,
-                        reason=f"{self.detector_class.__name__} detected a change in {', '.join(drifted)}",
-                        fields=drifted,
-                    )
-                )
+        alarm_rows, alarm_cols = rows[alarms], cols[alarms]
+        for row in np.unique(alarm_rows).tolist():
+            drifted = [self.fields[col] for col in alarm_cols[alarm_rows == row].tolist()]
+            alerts.append(self.alert(batch, row, score=float(len(drifted)), severity=self.params.severity,
+                                     reason=f"{self.detector_name} detected a change in {', '.join(drifted)}",
+                                     fields=drifted))
         return alerts
 
     def evict(self, slots: np.ndarray) -> None:
-        for slot in slots.tolist():
-            for field_name in self.fields:
-                self.detectors.pop((slot, field_name), None)
+        n = len(self.fields)
+        self.detectors.reset((slots[:, None] * n + np.arange(n)).ravel())
 
     def snapshot(self) -> dict[str, Any]:
-        return {
-            "detectors": [
-                {"slot": slot, "key": key, "field": field_name, "state": to_plain(detector)}
-                for (slot, field_name), (key, detector) in self.detectors.items()
-            ]
-        }
+        return {"detectors": self.detectors.snapshot()}
 
     def restore(self, state: dict[str, Any]) -> None:
-        self.detectors = {}
-        for entry in state["detectors"]:
-            detector = self._new_detector(entry["key"], entry["field"])
-            load_plain(detector, entry["state"])
-            self.detectors[(int(entry["slot"]), entry["field"])] = (entry["key"], detector)
+        self.detectors.restore(state["detectors"])
 
     def state_bytes(self) -> int:
-        """The detectors' Python objects (:func:`operators.plain_state.object_bytes`), measured on the first
-        ``SIZE_SAMPLE`` detectors and extrapolated: the gauge is refreshed often and a shard may hold many.
-        river's ADWIN keeps its buckets in a native helper that ``sys.getsizeof`` does not see."""
-        detectors = [detector for _, detector in itertools.islice(self.detectors.values(), SIZE_SAMPLE)]
-        if not detectors:
-            return sys.getsizeof(self.detectors)
-        measured = sum(object_bytes(detector) for detector in detectors)
-        return sys.getsizeof(self.detectors) + measured * len(self.detectors) // len(detectors)
+        return self.detectors.state_bytes()

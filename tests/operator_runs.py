@@ -26,3 +26,16 @@ def run_operator(operator: Operator, events: list[Event], sizes=(64,), *, column
         scores.append(batch.scores.get(column, np.empty(0)))
         start += size
     return (np.concatenate(scores) if scores else np.empty(0)), alerts
+
+
+def is_plain(value) -> bool:
+    """Numbers, strings, bytes, numeric numpy arrays, and lists and string-keyed dicts of them (the snapshot rule)."""
+    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+        return True
+    if isinstance(value, np.ndarray):
+        return value.dtype.kind in "biuf"
+    if isinstance(value, list):
+        return all(is_plain(item) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(key, str) and is_plain(item) for key, item in value.items())
+    return False

@@ -26,12 +26,15 @@ def test_the_suite_runs_end_to_end_in_its_small_mode(tmp_path):
     subprocess.run([sys.executable, "-m", "bench", "--small", "--out", str(tmp_path)], cwd=REPO, capture_output=True,
                    text=True, check=True, timeout=600)
     result = json.loads((tmp_path / "suite-small.json").read_text())
-    for flow in ("ceiling", "usual_stack", "vigil", "vigil_replay", "vigil_two_processes"):
+    for flow in ("ceiling", "usual_stack", "vigil", "vigil_replay", "vigil_two_processes", "vigil_two_processes_key_shards"):
         assert result[flow]["events_per_s"] > 0, flow
+    for flow in ("vigil_two_processes", "vigil_two_processes_key_shards"):
+        assert result[flow]["vs_one_process"] == round(result[flow]["events_per_s"] / result["vigil"]["events_per_s"], 2)
     assert result["ceiling"]["events"] == result["usual_stack"]["events"] == result["events"]
     assert result["latency"]["alerts"] > 0 and result["latency"]["p99_ms"] >= result["latency"]["p50_ms"] > 0
     assert [s["entities"] for s in result["state"]] == [1000] and result["state"][0]["snapshot_mib"] > 0
-    assert {k["kernel"] for k in result["kernels"]} == {"robust_ewma", "calibrated_alerting", "apre_mss_scoring"}
+    assert {k["kernel"] for k in result["kernels"]} == {"robust_ewma", "calibrated_alerting", "adwin", "page_hinkley",
+                                                        "apre_mss_scoring"}
     table = (tmp_path / "suite-small.md").read_text()
     usual = result["usual_stack"]["events_per_s"]
     assert f"| vigil | {result['vigil']['events_per_s']:,} | {result['vigil']['events_per_s'] / usual:.1f}x |" in table

@@ -158,28 +158,40 @@ def test_a_replay_never_writes_into_the_live_run(tmp_path):
     assert live_topic.returncode == 2 and "'live-alerts' is a live or source topic" in live_topic.stderr
 
 
-def test_two_processes_share_partitions_and_entities_without_overlap(broker, tmp_path):
+@pytest.mark.parametrize("shard_by", ["key", "partition"])
+def test_two_processes_share_partitions_and_entities_without_overlap(broker, tmp_path, shard_by):
+    """Every event once over the two processes, each entity's state in one of them; with ``shard_by =
+    "partition"`` each process also scores exactly the partitions it reads (no batch crosses processes)."""
     topics = new_topics(broker, 4, "events")
     produce(broker, topics["events"], stream(8_000, bad_rate=0.01).payloads())
     config = write_config(tmp_path / "vigil.toml", broker, topics,
                           sinks={"alerts": "file", "dead_letters": "file", "scores": "file"})
     addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
     processes = [vigil_process("run", "--config", str(config), "-i", str(i), "-a", addresses,
-                               log_path=tmp_path / f"process-{i}.log") for i in range(2)]
+                               "--set", f"pipeline.shard_by={shard_by}", log_path=tmp_path / f"process-{i}.log")
+                 for i in range(2)]
     for i, process in enumerate(processes):
         assert process.wait(120) == 0, (tmp_path / f"process-{i}.log").read_text()
 
-    positions, keys = collections.Counter(), []
+    positions, keys, scored_partitions, read_partitions = collections.Counter(), [], [], []
     for i in range(2):
         out = tmp_path / "run" / f"process-{i}"
         scored = [msgspec.json.decode(line) for line in (out / "scores.jsonl").read_bytes().splitlines()]
         dead = [msgspec.json.decode(line) for line in (out / "dead_letters.jsonl").read_bytes().splitlines()]
         positions.update((item["source"]["partition"], item["source"]["offset"]) for item in scored + dead)
         keys.append({item["key"] for item in scored})
+        scored_partitions.append({item["source"]["partition"] for item in scored})
+        # Bytewax gives the i-th of the sorted partition names ("<partition>-<topic>") to worker i % workers.
+        read_partitions.append({p for p in range(4) if sorted(f"{q}-{topics['events']}" for q in range(4)).index(
+            f"{p}-{topics['events']}") % 2 == i})
     end = ends(broker, topics["events"])
     assert sum(positions.values()) == sum(end.values()) == 8_000  # every event once...
     assert set(positions) == {(p, o) for p, n in end.items() for o in range(n)}  # ...and no event twice
     assert keys[0] and keys[1] and not keys[0] & keys[1]  # each entity's state in one process only
+    if shard_by == "partition":
+        assert scored_partitions == read_partitions
+    else:  # entities are spread by key: both processes score events of the same partitions
+        assert scored_partitions[0] & scored_partitions[1]
 
 
 def test_broker_missing_at_start_is_retried_with_backoff_then_processing_starts(tmp_path):

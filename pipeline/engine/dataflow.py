@@ -39,6 +39,7 @@ from operators.event import Alert, SourcePosition, format_ts
 from operators.registry import OperatorChain, OperatorSpec
 from pipeline.engine.decode import DeadLetter, RecordBatch, decode_batch
 from pipeline.engine.metrics import Metrics, observe_many
+from pipeline.engine.placement import PartitionShards
 from pipeline.engine.sinks import SINK_PARTITION, KafkaTopicSink
 
 STATE_REPORT_SECONDS = 1.0  # how often a shard refreshes vigil_operator_state_bytes
@@ -231,6 +232,7 @@ def build_flow(
     metrics: Metrics,
     scores_sink: Sink[ScoredEvent] | None = None,
     shards: int,
+    shard_by: str = "key",
     batching: Batching,
     entities: EntityLimits,
     max_event_bytes: int,
@@ -239,7 +241,16 @@ def build_flow(
     valid = metrics.events.labels("valid")
     invalid = metrics.events.labels("invalid")
     inputs = OperatorChain.build(operator_specs, max_entities=1)  # the columns the operators read
-    router = Router(shards)
+    if shard_by == "partition":
+        partition_shard = PartitionShards(source.list_parts())
+
+        def route(records: RecordBatch, batch: Batch) -> list[tuple[str, Batch]]:
+            return [(partition_shard(records.part), batch)] if len(batch) else []
+    else:
+        router = Router(shards)
+
+        def route(records: RecordBatch, batch: Batch) -> list[tuple[str, Batch]]:
+            return router.split(batch)
 
     def decode(records: RecordBatch) -> list[tuple[str, Batch] | DeadLetter]:
         batch, dead = decode_batch(records, inputs.numeric_inputs, inputs.text_inputs, max_event_bytes)
@@ -248,7 +259,7 @@ def build_flow(
             invalid.inc(len(dead))
             for letter in dead:
                 metrics.invalid.labels(letter.reason).inc()
-        return [*dead, *router.split(batch)]
+        return [*dead, *route(records, batch)]
 
     def build_shard(resume: dict | None) -> ShardLogic:
         chain = OperatorChain.build(operator_specs, max_entities=entities.max_entities, ttl_ms=entities.ttl_ms)

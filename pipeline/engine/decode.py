@@ -53,6 +53,11 @@ class RecordBatch(NamedTuple):
     offsets: np.ndarray  # int64, one per payload
     payloads: list[bytes]
 
+    @property
+    def part(self) -> str:
+        """The name of the source partition it was read from (``<partition>-<topic>``, or the file's path)."""
+        return self.origin if self.partition == FILE_PARTITION else f"{self.partition}-{self.origin}"
+
     def position(self, row: int) -> SourcePosition:
         offset = int(self.offsets[row])
         if self.partition == FILE_PARTITION:

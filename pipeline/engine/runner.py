@@ -178,6 +178,7 @@ def run_pipeline(
                 scores_sink=sinks["scores"],
                 metrics=metrics,
                 shards=config.pipeline.shards,
+                shard_by=config.pipeline.shard_by,
                 batching=Batching(config.pipeline.batch_max_size,
                                   timedelta(milliseconds=config.pipeline.batch_max_wait_ms)),
                 entities=EntityLimits(config.entities.max_per_shard, round(config.entities.ttl_seconds * 1000)),

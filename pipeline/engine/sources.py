@@ -79,7 +79,7 @@ class IteratorSource(FixedPartitionedSource[RecordBatch, int]):
     """A one-partition source over the ``(offset, payload)`` pairs that ``records(start_offset)`` yields, optionally
     paced.
 
-    The records' positions are topic offsets: the partition is named ``<topic>-0``, its snapshot is the
+    The records' positions are topic offsets: the partition is named ``0-<topic>`` (like a Kafka partition's), its snapshot is the
     offset after the last record emitted, and a resumed partition asks the factory for the records from
     that offset on.
     """
@@ -93,7 +93,7 @@ class IteratorSource(FixedPartitionedSource[RecordBatch, int]):
         self.on_emit = on_emit
 
     def list_parts(self) -> list[str]:
-        return [f"{self.topic}-0"]
+        return [f"0-{self.topic}"]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _IteratorPartition:
         offset = resume_state or 0
