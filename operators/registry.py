@@ -39,6 +39,7 @@ class _OperatorTypes(Mapping[str, type[Operator]]):
         "apre_mss": "operators.apre_mss:ApreMssOperator",
         "ape": "operators.ape:ApeOperator",
         "drift": "operators.drift:DriftOperator",
+        "cnn": "operators.cnn:CnnOperator",
     }
 
     def __getitem__(self, name: str) -> type[Operator]:

@@ -34,6 +34,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 ENV_PREFIX = "VIGIL_"
+PACKAGE_SCHEME = "vigil:"  # a path inside the installed pipeline package
 DEFAULT_CONFIG = "default.toml"
 
 
@@ -72,6 +73,9 @@ class DemoConfig:
 
 @dataclass
 class PipelineConfig:
+    # key: shard = crc32(key) % shards, an entity's state is wherever its shard is. partition: one shard per source
+    # partition, run by the worker that reads it (no exchange between workers; needs a topic keyed by entity).
+    shard_by: Literal["key", "partition"] = "key"
     shards: int = field(default=16, metadata=_range(1, 65536))
     batch_max_size: int = field(default=4096, metadata=_range(1))
     batch_max_wait_ms: int = field(default=50, metadata=_range(0))
@@ -413,6 +417,24 @@ def env_overrides(environ: Mapping[str, str]) -> list[tuple[str, Any]]:
     return found
 
 
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    """Operator parameters declared with ``unit="path"`` (model files) are relative to the config file that names
+    them, so a config and its models move together, and ``vigil:<path>`` names a file shipped inside the ``pipeline``
+    package (the demo's model); overrides from the environment or ``--set`` stay as given."""
+    for table in data.get("operators", []) if isinstance(data.get("operators"), list) else []:
+        params, kind = (table.get("params"), table.get("type")) if isinstance(table, dict) else (None, None)
+        if not isinstance(params, dict) or kind not in OPERATOR_TYPES:
+            continue
+        for spec in dataclasses.fields(OPERATOR_TYPES[kind].Params):
+            value = params.get(spec.name)
+            if spec.metadata.get("unit") != "path" or not isinstance(value, str) or not value:
+                continue
+            if value.startswith(PACKAGE_SCHEME):
+                params[spec.name] = str(Path(str(resources.files("pipeline"))) / value[len(PACKAGE_SCHEME):])
+            elif not Path(value).is_absolute():
+                params[spec.name] = str(base / value)
+
+
 def read_toml(path: str | Path | None) -> tuple[dict[str, Any], str]:
     if path is None:
         text = resources.files("pipeline").joinpath(DEFAULT_CONFIG).read_text()
@@ -433,6 +455,7 @@ def load_config(
 ) -> Config:
     """Read, override and validate; raises :class:`ConfigError` listing every problem."""
     data, origin = read_toml(path)
+    _resolve_paths(data, Path(path).parent if path is not None else Path(str(resources.files("pipeline"))))
     issues: list[ConfigIssue] = []
     for key, value in env_overrides(os.environ if environ is None else environ):
         apply_override(data, key, value)

@@ -21,8 +21,11 @@ def test_two_seeded_runs_write_byte_identical_alert_files(tmp_path):
         demo(tmp_path / name, "--seed", "7", "--events", "20000")
     first = (tmp_path / "a" / "alerts.jsonl").read_bytes()
     assert first == (tmp_path / "b" / "alerts.jsonl").read_bytes()
-    # The same alerts as before the columnar operator boundary (the file was written by that version).
-    assert first == (REPO / "tests" / "fixtures" / "demo-seed7-events20000-alerts.jsonl").read_bytes()
+    # The outlier and drift alerts are those of the version before the columnar operator boundary (the fixture was
+    # written by it): the streaming CNN added since, and its ecg field in the events, change none of them.
+    earlier = [line for line in first.splitlines() if json.loads(line)["kind"] != "cnn"]
+    assert earlier == (REPO / "tests" / "fixtures" / "demo-seed7-events20000-alerts.jsonl").read_bytes().splitlines()
+    assert len(earlier) < len(first.splitlines())  # and the CNN alerts
     assert (tmp_path / "a" / "dead_letters.jsonl").read_bytes() == (tmp_path / "b" / "dead_letters.jsonl").read_bytes()
     alerts = lines(tmp_path / "a" / "alerts.jsonl")
     assert len(alerts) > 10

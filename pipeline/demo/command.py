@@ -31,7 +31,7 @@ from operators.event import SourcePosition, epoch_ms
 from pipeline.config import Config, SinkConfig, SourceConfig
 from pipeline.demo.broker import EmbeddedBroker
 from pipeline.demo.source import stream_records
-from pipeline.demo.synthetic import KINDS, Evaluation, SyntheticStream, evaluate
+from pipeline.demo.synthetic import KINDS, Evaluation, SyntheticStream, evaluate, evaluate_beats
 from pipeline.engine.decode import REASONS, DeadLetter
 from pipeline.engine.kafka import KafkaSettings, create_topics, read_topic
 from pipeline.engine.progress import Progress
@@ -54,6 +54,7 @@ class _AlertView(msgspec.Struct):
     key: str
     ts: datetime
     operator: str
+    kind: str
     severity: str
 
 
@@ -105,8 +106,15 @@ def run_demo(config: Config, *, show_progress: bool = True, out: TextIO | None =
     progress.close()
 
     alerts = read_alerts(report.alerts_path)
-    evaluation = evaluate(stream.incidents, [(a.key, epoch_ms(a.ts), a.operator) for a in alerts])
+    # Waveform (cnn) operators look for abnormal beats, the others for the incidents.
+    evaluation = evaluate(stream.incidents, [(a.key, epoch_ms(a.ts), a.operator) for a in alerts if a.kind != "cnn"])
+    steps = {spec.name: spec.params.step for spec in config.operator_specs() if spec.type == "cnn"}
+    beats = {name: evaluate_beats(stream, [(a.key, epoch_ms(a.ts)) for a in alerts if a.operator == name], step)
+             for name, step in steps.items()}
     summary = _summary(config, report, alerts, evaluation, len(stream.corrupt_at))
+    summary["abnormal_beats"] = {name: {"beats": b.abnormal_beats, "detected": b.detected, "recall": b.recall,
+                                        "alerts": b.alerts, "precision": b.precision} for name, b in beats.items()}
+    summary["precision"].update({name: b.precision for name, b in beats.items() if name in summary["precision"]})
     summary["severity_alignment"] = _severity_alignment(stream, report.outputs.get("scores"))
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     print(format_summary(summary), file=out)
@@ -247,6 +255,9 @@ def format_summary(s: dict) -> str:
         f"  recall on spikes and level shifts: {s['recall']['spike+level_shift']:.3f}   "
         f"precision of all alerts: {s['precision']['all']:.3f}",
     ]
+    for op, b in s.get("abnormal_beats", {}).items():
+        lines.append(f"  abnormal beats ({op}, streaming CNN): {b['beats']} injected, {b['detected']} detected, "
+                     f"recall {b['recall']:.3f}, precision {b['precision']:.3f} ({b['alerts']} alerts)")
     for op, a in s.get("severity_alignment", {}).items():
         lines.append(f"  severity alignment of {op} (grades 0-3 vs calibrated score): "
                      f"Kendall tau-b {a['kendall_tau_b']:.3f} (among anomalies {a['kendall_tau_b_anomalies']:.3f}), "

@@ -2,8 +2,9 @@
 
 Every entity (``node-000`` ...) reports four fields once per tick: ``cpu``, ``latency_ms``,
 ``requests`` and ``error_rate``, each a baseline with a daily sine and Gaussian noise, with entity-
-specific levels, amplitudes, phases and noise. Injected anomalies (magnitudes graded in units of the
-field's noise):
+specific levels, amplitudes, phases and noise; and ``ecg``, one sample of a heartbeat-like waveform with
+abnormal beats (:mod:`pipeline.demo.heartbeat`, drawn from its own random stream; its ground truth is
+:attr:`SyntheticStream.heartbeat`). Injected anomalies (magnitudes graded in units of the field's noise):
 
 * ``spike``: one event of one field jumps by 6 to 14 standard deviations;
 * ``level_shift``: from its onset one field stays 5 to 10 standard deviations higher;
@@ -26,6 +27,7 @@ import msgspec
 import numpy as np
 
 from operators.event import format_ts, parse_ts_ms
+from pipeline.demo.heartbeat import HeartbeatSignal
 
 FIELDS = ("cpu", "latency_ms", "requests", "error_rate")
 KINDS = ("spike", "level_shift", "drift")
@@ -108,6 +110,7 @@ class SyntheticStream:
         self.incidents, self._effects = self._schedule(rng)
         self._noise_seed = int(rng.integers(2**63))
         self.corrupt_at = self._corruptions(rng)
+        self.heartbeat = HeartbeatSignal(entities=entities, samples=self.ticks, seed=seed)
 
     # ---- schedule ----
 
@@ -187,6 +190,7 @@ class SyntheticStream:
             if (last * self.n_entities) <= start:
                 continue
             rounded = np.round(values, 4)
+            ecg = np.round(self.heartbeat.values[first:last], 4)
             for tick in range(first, last):
                 for entity in range(self.n_entities):
                     offset = tick * self.n_entities + entity
@@ -198,7 +202,8 @@ class SyntheticStream:
                         "key": self.keys[entity],
                         # Half of the entities send RFC 3339 strings, half epoch milliseconds.
                         "ts": format_ts(self._ts(tick, entity)) if entity % 2 else self._ts(tick, entity),
-                        "fields": dict(zip(FIELDS, rounded[tick - first, entity].tolist())),
+                        "fields": {**dict(zip(FIELDS, rounded[tick - first, entity].tolist())),
+                                   "ecg": float(ecg[tick - first, entity])},
                     }
                     label = labels[tick - first, entity]
                     if label:
@@ -266,3 +271,41 @@ def evaluate(incidents: list[Incident], alerts: list[tuple[str, int, str]]) -> E
     counts = {kind: sum(1 for i in incidents if i.kind == kind) for kind in KINDS}
     detected = {kind: sum(1 for n in found if incidents[n].kind == kind) for kind in KINDS}
     return Evaluation(counts, detected, per_op, true_per_op)
+
+
+@dataclass
+class BeatEvaluation:
+    """A waveform operator's alerts against the abnormal beats: a beat is detected when an alert of its entity comes
+    within ``2 * step`` samples after its peak (the step that holds it, or the next); an alert is true when such a
+    beat precedes it."""
+
+    abnormal_beats: int
+    detected: int
+    alerts: int
+    true_alerts: int
+
+    @property
+    def recall(self) -> float:
+        return self.detected / self.abnormal_beats if self.abnormal_beats else float("nan")
+
+    @property
+    def precision(self) -> float:
+        return self.true_alerts / self.alerts if self.alerts else float("nan")
+
+
+def evaluate_beats(stream: SyntheticStream, alerts: list[tuple[str, int]], step: int) -> BeatEvaluation:
+    """Alerts are (key, event-time ms); only beats whose event was sent count."""
+    entity_of = {key: i for i, key in enumerate(stream.keys)}
+    sent_ticks = -(-stream.events // stream.n_entities)
+    beats = {key: np.array([p for p in stream.heartbeat.abnormal[i] if p < sent_ticks
+                            and p * stream.n_entities + i < stream.events], dtype=np.int64)
+             for key, i in entity_of.items()}
+    found: set[tuple[str, int]] = set()
+    true_alerts = 0
+    for key, ts_ms in alerts:
+        entity = entity_of[key]
+        tick = round((ts_ms - stream._ts(0, entity)) / stream.interval_ms)
+        peaks = beats[key][(beats[key] <= tick) & (beats[key] > tick - 2 * step)]
+        true_alerts += bool(len(peaks))
+        found.update((key, int(p)) for p in peaks)
+    return BeatEvaluation(sum(len(b) for b in beats.values()), len(found), len(alerts), true_alerts)

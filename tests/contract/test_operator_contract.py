@@ -12,6 +12,7 @@ import itertools
 import numpy as np
 import pytest
 
+from operator_runs import is_plain
 from operators.batch import Batch
 from operators.event import Alert, Event, SourcePosition
 from operators.registry import OPERATOR_TYPES, OperatorChain, OperatorSpec
@@ -82,20 +83,8 @@ def assert_same(a: tuple, b: tuple, rows: slice = slice(None)) -> None:
     assert alerts_a == alerts_b
 
 
-def is_plain(value) -> bool:
-    if value is None or isinstance(value, (bool, int, float, str, bytes)):
-        return True
-    if isinstance(value, np.ndarray):
-        return value.dtype.kind in "biuf"
-    if isinstance(value, list):
-        return all(is_plain(item) for item in value)
-    if isinstance(value, dict):
-        return all(isinstance(key, str) and is_plain(item) for key, item in value.items())
-    return False
-
-
 def test_every_registered_type_is_covered():
-    assert TYPES == ["ape", "apre_mss", "drift", "hst", "zscore"]
+    assert TYPES == ["ape", "apre_mss", "cnn", "drift", "hst", "zscore"]
     assert len(CASES) >= len(TYPES)
 
 
