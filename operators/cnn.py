@@ -4,7 +4,9 @@ Each entity is a stream whose samples are the configured fields (one channel eac
 A stream steps when it has ``step`` new samples: the executor (:class:`kernels.streaminnc.StreamingCNN`) computes
 only those samples' share of the feature extractor and recomputes the head over the last ``window`` samples. The
 head's output, through ``activation``, gives the score of the event that completed the step (the others get none),
-published as the operator's column, and a score of at least ``threshold`` raises an alert.
+published as the operator's column, and a score of at least ``threshold`` raises an alert. A stream is scored once
+its window and the feature extractor's receptive field behind it hold its own samples (before that the window still
+holds the zeros a fresh stream starts from, which no model was trained on).
 
 Within a micro-batch the steps are taken in rounds: round ``r`` steps every entity that completes its ``r``-th step in
 the batch, all together, so entities arriving at different rates each step when they have ``step`` samples, and a
@@ -22,10 +24,10 @@ Rows with a missing channel are not samples. The model file (an architecture spe
 >>> save_model(path, spec, *build_modules(spec))
 >>> from operators.event import Event, SourcePosition
 >>> op = CnnOperator("beats", ["x"], CnnParams(model=path, window=8, step=4, output=0, activation="none"))
->>> batch = Batch.from_events([Event("a", i, {"x": float(i)}, SourcePosition(file="f", line=i)) for i in range(8)])
+>>> batch = Batch.from_events([Event("a", i, {"x": float(i)}, SourcePosition(file="f", line=i)) for i in range(20)])
 >>> _ = op.process(batch)
->>> [bool(v == v) for v in batch.scores["beats"]]  # scored where a step completes: the 4th and 8th samples
-[False, False, False, True, False, False, False, True]
+>>> np.flatnonzero(~np.isnan(batch.scores["beats"])).tolist()  # where steps complete, once 8 + 3 samples are in
+[11, 15, 19]
 
 References
 ----------
@@ -45,7 +47,7 @@ import numpy as np
 import torch
 
 from kernels.cnn_model import load_model
-from kernels.streaminnc import StreamingCNN
+from kernels.streaminnc import StreamingCNN, receptive_field
 from operators.base import Operator
 from operators.batch import Batch
 from operators.event import Alert
@@ -99,8 +101,10 @@ class CnnOperator(Operator):
         if not 0 <= params.output < probe.shape[-1]:
             raise ParamError("output", f"the head has {probe.shape[-1]} outputs (0 to {probe.shape[-1] - 1})")
         self.cnn.reset()
+        # A stream is scored once its window and the receptive field behind it hold its own samples.
+        self.warmup = -(-(params.window + receptive_field(model.features)) // params.step) * params.step
         self.pending = np.zeros((0, len(self.fields), params.step), dtype=np.float32)  # per slot: samples not stepped
-        self.filled = np.zeros(0, dtype=np.int64)
+        self.seen = np.zeros(0, dtype=np.int64)  # per slot: samples so far
 
     @classmethod
     def contract_cases(cls) -> list[tuple[list[str], CnnParams]]:
@@ -109,11 +113,11 @@ class CnnOperator(Operator):
                 (["x0", "x1"], CnnParams(model=path, window=16, step=4, mode="full", activation="sigmoid"))]
 
     def _ensure_slots(self, slots: int) -> None:
-        if slots > len(self.filled):
-            grown = max(slots, 2 * len(self.filled), BLOCK)
+        if slots > len(self.seen):
+            grown = max(slots, 2 * len(self.seen), BLOCK)
             self.pending = np.concatenate([self.pending, np.zeros((grown - len(self.pending), *self.pending.shape[1:]),
                                                                   dtype=np.float32)])
-            self.filled = np.concatenate([self.filled, np.zeros(grown - len(self.filled), dtype=np.int64)])
+            self.seen = np.concatenate([self.seen, np.zeros(grown - len(self.seen), dtype=np.int64)])
         if slots > self.cnn.streams:
             self.cnn.resize(max(slots, 2 * self.cnn.streams))
 
@@ -132,17 +136,18 @@ class CnnOperator(Operator):
         sorted_slots = slots[order]
         starts = np.flatnonzero(np.r_[True, sorted_slots[1:] != sorted_slots[:-1]])
         counts = np.diff(np.r_[starts, len(order)])
-        position = np.empty(len(rows), dtype=np.int64)
-        position[order] = self.filled[sorted_slots] + np.arange(len(order)) - np.repeat(starts, counts)
-        rounds, columns = position // step, position % step
+        position = np.empty(len(rows), dtype=np.int64)  # the sample's index in its stream
+        position[order] = self.seen[sorted_slots] + np.arange(len(order)) - np.repeat(starts, counts)
+        rounds, columns = position // step - self.seen[slots] // step, position % step
         for round_index in range(int(rounds.max()) + 1):
             members = np.flatnonzero(rounds == round_index)  # at most one sample per stream and column
             self.pending[slots[members], :, columns[members]] = values[rows[members]]
             complete = members[columns[members] == step - 1]
             if len(complete):
-                scores[rows[complete]] = self._step(self.pending[slots[complete]], slots[complete])
-        touched = sorted_slots[starts]
-        self.filled[touched] = (self.filled[touched] + counts) % step
+                stepped = self._step(self.pending[slots[complete]], slots[complete])
+                warm = position[complete] + 1 >= self.warmup
+                scores[rows[complete[warm]]] = stepped[warm]
+        self.seen[sorted_slots[starts]] += counts
         return self._alerts(batch, scores)
 
     def _step(self, chunk: np.ndarray, slots: np.ndarray) -> np.ndarray:
@@ -168,25 +173,25 @@ class CnnOperator(Operator):
                 for row in raised.tolist()]
 
     def evict(self, slots: np.ndarray) -> None:
-        slots = slots[slots < len(self.filled)]
-        self.filled[slots] = 0
+        slots = slots[slots < len(self.seen)]
+        self.seen[slots] = 0
         self.pending[slots] = 0.0
         self.cnn.reset(slots[slots < self.cnn.streams])
 
     def snapshot(self) -> dict[str, Any]:
-        used = len(self.filled)
-        return {"filled": self.filled.copy(), "pending": self.pending.copy(),
+        used = len(self.seen)
+        return {"seen": self.seen.copy(), "pending": self.pending.copy(),
                 "streams": {name: tensor[:used].cpu().numpy().copy() for name, tensor in self.cnn.state.items()}}
 
     def restore(self, state: dict[str, Any]) -> None:
-        self.filled = np.array(state["filled"], dtype=np.int64)
-        self.pending = np.array(state["pending"], dtype=np.float32).reshape(len(self.filled), len(self.fields), -1)
-        self.cnn.resize(max(len(self.filled), BLOCK))
+        self.seen = np.array(state["seen"], dtype=np.int64)
+        self.pending = np.array(state["pending"], dtype=np.float32).reshape(len(self.seen), len(self.fields), -1)
+        self.cnn.resize(max(len(self.seen), BLOCK))
         for name, array in state["streams"].items():
             self.cnn.state[name][: len(array)] = torch.as_tensor(array, device=self.cnn.device)
 
     def state_bytes(self) -> int:
-        return self.cnn.state_bytes() + self.pending.nbytes + self.filled.nbytes
+        return self.cnn.state_bytes() + self.pending.nbytes + self.seen.nbytes
 
 
 @functools.lru_cache(maxsize=1)
