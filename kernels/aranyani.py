@@ -1,0 +1,296 @@
+"""Aranyani: online group-fair learning with soft oblique decision forests, as one compiled loop over a stream.
+
+The model (Basu Roy Chowdhury et al., 2024) is an ensemble of ``T`` soft oblique trees of depth ``h``. Internal node
+``i`` of tree ``t`` (heap order, root 0, children ``2i + 1`` left and ``2i + 2`` right) routes left with probability
+``n_ti(x) = sigmoid(w_ti · x + b_ti)``; a leaf is reached with the product of ``n`` (left) or ``1 - n`` (right) along
+its path; each leaf holds class logits ``θ_tl`` and the tree outputs ``Σ_l μ_tl(x) softmax(θ_tl)``; the forest averages
+its trees. Parameters are held by role: node weights ``W`` [T, nodes, d], node biases ``b`` [T, nodes], leaf logits
+``θ`` [T, leaves, classes].
+
+Training is prequential, one instance at a time: predict with the current parameters, then take one Adam step on the
+cross-entropy of that instance plus, for node parameters, a demographic-parity term computed from running aggregates
+only. Node outputs depend on their own parameters alone (parameter isolation), so for each group ``a`` the loop keeps
+its count ``N_a``, the running sum of node outputs ``S_a`` and the running means of node-output gradients
+``G_a = mean ∇n`` (``∇_w n = n (1 - n) x``, ``∇_b n = n (1 - n)``): the node-level parity gap
+``F_ti = S_1 / N_1 - S_0 / N_0`` and its gradient ``λ φ(F_ti) (G_1 - G_0)`` need no stored samples and no extra
+passes. ``φ`` is the derivative of the Huber-smoothed ``|F|`` with threshold ``δ``: ``F`` inside ``|F| < δ``, and, as
+in the authors' code, ``sign(F)`` outside (a tail slope of 1, not the textbook ``δ``: the penalty keeps pulling gaps
+well above ``δ`` towards it with unit weight). Leaves get no fairness gradient, the fairness term waits until both
+groups have been seen, and ``λ = 0`` is plain online training. The aggregated gradients are those of the parameters
+in force when each instance arrived, as in the paper.
+
+Written as a numba loop with the gradients in closed form (the model has a few hundred parameters, so per-instance
+torch calls would cost far more than the arithmetic); ``tests/test_aranyani.py`` checks the forward pass, the
+gradients and the Adam steps against torch autograd.
+
+>>> import numpy as np
+>>> forest = ObliqueForest(features=2, trees=2, depth=3, seed=0)
+>>> forest.node_weight.shape, forest.leaf_logits.shape
+((2, 7, 2), (2, 8, 2))
+>>> learner = FairLearner(forest, fairness=1.0)
+>>> x = np.random.default_rng(0).normal(size=(200, 2)); y = (x[:, 0] > 0).astype(np.int64)
+>>> predictions = learner.learn(x, y, groups=(x[:, 1] > 0).astype(np.int64))
+>>> predictions.shape, learner.counts.tolist()
+((200,), [103, 97])
+
+References
+----------
+Basu Roy Chowdhury, S., Monath, N., Beirami, A., Kidambi, R., Dubey, A., Ahmed, A. and Chaturvedi, S. (2024).
+Enhancing group fairness in online settings using oblique decision forests. *ICLR*.
+
+Kingma, D. P. and Ba, J. (2015). Adam: a method for stochastic optimization. *ICLR*.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from kernels.state import Stateful, tensor_bytes
+
+HUBER_DELTA = 0.01
+ADAM = (0.9, 0.999, 1e-8)  # beta1, beta2, eps: torch.optim.Adam's defaults
+
+
+def leaf_paths(depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per leaf, its ``depth`` ancestors (root first) and whether the path goes left at each.
+
+    >>> ancestors, left = leaf_paths(2)
+    >>> ancestors.tolist(), left.tolist()
+    ([[0, 1], [0, 1], [0, 2], [0, 2]], [[True, True], [True, False], [False, True], [False, False]])
+    """
+    nodes, leaves = 2 ** depth - 1, 2 ** depth
+    ancestors = np.zeros((leaves, depth), dtype=np.int64)
+    left = np.zeros((leaves, depth), dtype=np.bool_)
+    for leaf in range(leaves):
+        index = nodes + leaf
+        for level in range(depth - 1, -1, -1):
+            parent = (index - 1) // 2
+            ancestors[leaf, level], left[leaf, level] = parent, index == 2 * parent + 1
+            index = parent
+    return ancestors, left
+
+
+class ObliqueForest(Stateful):
+    """The parameters of ``trees`` soft oblique trees of depth ``depth`` over ``features`` inputs: node weights and
+    biases drawn from N(0, 1), leaf logits from U[0, 1), as in the authors' code."""
+
+    def __init__(self, features: int, classes: int = 2, trees: int = 3, depth: int = 4, seed: int = 0) -> None:
+        if depth < 1 or trees < 1 or classes < 2:
+            raise ValueError("need depth >= 1, trees >= 1 and classes >= 2")
+        rng = np.random.default_rng(seed)
+        nodes, leaves = 2 ** depth - 1, 2 ** depth
+        self.node_weight = rng.standard_normal((trees, nodes, features))
+        self.node_bias = rng.standard_normal((trees, nodes))
+        self.leaf_logits = rng.random((trees, leaves, classes))
+        self.ancestors, self.left = leaf_paths(depth)
+
+    def parameters(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.node_weight, self.node_bias, self.leaf_logits
+
+    def node_outputs(self, x: np.ndarray) -> np.ndarray:
+        """n [rows, trees, nodes]."""
+        return 1.0 / (1.0 + np.exp(-(np.einsum("tnd,bd->btn", self.node_weight, x) + self.node_bias)))
+
+    def leaf_probabilities(self, x: np.ndarray) -> np.ndarray:
+        """μ [rows, trees, leaves]: the product along each leaf's path."""
+        n = self.node_outputs(x)[:, :, self.ancestors]  # [rows, trees, leaves, depth]
+        return np.where(self.left, n, 1.0 - n).prod(axis=-1)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """The forest's class probabilities [rows, classes]."""
+        logits = self.leaf_logits - self.leaf_logits.max(axis=-1, keepdims=True)
+        leaf_classes = np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
+        return np.einsum("btl,tlk->bk", self.leaf_probabilities(x), leaf_classes) / self.node_weight.shape[0]
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        return {"node_weight": self.node_weight.copy(), "node_bias": self.node_bias.copy(),
+                "leaf_logits": self.leaf_logits.copy()}
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        for name in ("node_weight", "node_bias", "leaf_logits"):
+            getattr(self, name)[...] = state[name]
+
+    def state_bytes(self) -> int:
+        return tensor_bytes(self.parameters())
+
+
+@numba.njit(cache=True)
+def fairness_gradients(sums, counts, grad_weight, grad_bias, fairness, delta):  # pragma: no cover - compiled
+    """λ φ(F) (G_1 - G_0) for node weights and biases, from the aggregates of groups 0 and 1 (zeros until both
+    groups have been seen or when λ = 0)."""
+    trees, nodes, features = grad_weight.shape[1], grad_weight.shape[2], grad_weight.shape[3]
+    out_weight = np.zeros((trees, nodes, features))
+    out_bias = np.zeros((trees, nodes))
+    if fairness == 0.0 or counts[0] == 0 or counts[1] == 0:
+        return out_weight, out_bias
+    for t in range(trees):
+        for i in range(nodes):
+            gap = sums[1, t, i] / counts[1] - sums[0, t, i] / counts[0]
+            slope = gap if abs(gap) < delta else (1.0 if gap > 0 else -1.0)
+            for j in range(features):
+                out_weight[t, i, j] = fairness * slope * (grad_weight[1, t, i, j] - grad_weight[0, t, i, j])
+            out_bias[t, i] = fairness * slope * (grad_bias[1, t, i] - grad_bias[0, t, i])
+    return out_weight, out_bias
+
+
+@numba.njit(cache=True)
+def _adam(param, grad, first, second, lr, beta1, beta2, eps, correction1, correction2):  # pragma: no cover
+    flat_p, flat_g, flat_m, flat_v = param.ravel(), grad.ravel(), first.ravel(), second.ravel()
+    for k in range(flat_p.shape[0]):
+        flat_m[k] = beta1 * flat_m[k] + (1.0 - beta1) * flat_g[k]
+        flat_v[k] = beta2 * flat_v[k] + (1.0 - beta2) * flat_g[k] * flat_g[k]
+        flat_p[k] -= (lr / correction1) * flat_m[k] / (math.sqrt(flat_v[k]) / math.sqrt(correction2) + eps)
+
+
+@numba.njit(cache=True)
+def _learn(x, y, groups, weight, bias, logits, ancestors, left, moments, steps, counts, sums, grad_weight, grad_bias,
+           fairness, delta, lr, beta1, beta2, eps, predictions, probabilities):  # pragma: no cover - compiled
+    trees, nodes, features = weight.shape
+    leaves, classes, depth = logits.shape[1], logits.shape[2], ancestors.shape[1]
+    for row in range(x.shape[0]):
+        # Forward pass with the current parameters: the prediction comes before any update.
+        n = np.empty((trees, nodes))
+        for t in range(trees):
+            for i in range(nodes):
+                z = bias[t, i]
+                for j in range(features):
+                    z += weight[t, i, j] * x[row, j]
+                n[t, i] = 1.0 / (1.0 + math.exp(-z))
+        mu = np.ones((trees, leaves))
+        for t in range(trees):
+            for leaf in range(leaves):
+                for level in range(depth):
+                    node = ancestors[leaf, level]
+                    mu[t, leaf] *= n[t, node] if left[leaf, level] else 1.0 - n[t, node]
+        p = np.empty((trees, leaves, classes))
+        for t in range(trees):
+            for leaf in range(leaves):
+                top = logits[t, leaf, 0]
+                for k in range(1, classes):
+                    top = max(top, logits[t, leaf, k])
+                total = 0.0
+                for k in range(classes):
+                    p[t, leaf, k] = math.exp(logits[t, leaf, k] - top)
+                    total += p[t, leaf, k]
+                for k in range(classes):
+                    p[t, leaf, k] /= total
+        f = np.zeros(classes)
+        for t in range(trees):
+            for leaf in range(leaves):
+                for k in range(classes):
+                    f[k] += mu[t, leaf] * p[t, leaf, k]
+        best = 0
+        for k in range(classes):
+            f[k] /= trees
+            probabilities[row, k] = f[k]
+            if f[k] > f[best]:
+                best = k
+        predictions[row] = best
+        label, group = y[row], groups[row]
+        if label < 0:
+            continue  # no label yet: predict only
+        # Cross-entropy gradients in closed form.
+        scale = -1.0 / (f[label] * trees)
+        g_logits = np.empty((trees, leaves, classes))
+        g_n = np.zeros((trees, nodes))
+        for t in range(trees):
+            for leaf in range(leaves):
+                for k in range(classes):
+                    indicator = 1.0 if k == label else 0.0
+                    g_logits[t, leaf, k] = scale * mu[t, leaf] * p[t, leaf, label] * (indicator - p[t, leaf, k])
+                g_mu = scale * p[t, leaf, label]
+                for level in range(depth):
+                    others = 1.0
+                    for other in range(depth):
+                        if other != level:
+                            node = ancestors[leaf, other]
+                            others *= n[t, node] if left[leaf, other] else 1.0 - n[t, node]
+                    g_n[t, ancestors[leaf, level]] += g_mu * (others if left[leaf, level] else -others)
+        g_weight = np.empty((trees, nodes, features))
+        g_bias = np.empty((trees, nodes))
+        for t in range(trees):
+            for i in range(nodes):
+                slope = n[t, i] * (1.0 - n[t, i])
+                g_bias[t, i] = g_n[t, i] * slope
+                for j in range(features):
+                    g_weight[t, i, j] = g_n[t, i] * slope * x[row, j]
+        # Group aggregates, then the fairness gradient from them alone.
+        if group == 0 or group == 1:
+            counts[group] += 1
+            inverse = 1.0 / counts[group]
+            for t in range(trees):
+                for i in range(nodes):
+                    slope = n[t, i] * (1.0 - n[t, i])
+                    sums[group, t, i] += n[t, i]
+                    grad_bias[group, t, i] += (slope - grad_bias[group, t, i]) * inverse
+                    for j in range(features):
+                        grad_weight[group, t, i, j] += (slope * x[row, j] - grad_weight[group, t, i, j]) * inverse
+        fair_weight, fair_bias = fairness_gradients(sums, counts, grad_weight, grad_bias, fairness, delta)
+        g_weight += fair_weight
+        g_bias += fair_bias
+        steps[0] += 1
+        correction1, correction2 = 1.0 - beta1 ** steps[0], 1.0 - beta2 ** steps[0]
+        _adam(weight, g_weight, moments[0], moments[1], lr, beta1, beta2, eps, correction1, correction2)
+        _adam(bias, g_bias, moments[2], moments[3], lr, beta1, beta2, eps, correction1, correction2)
+        _adam(logits, g_logits, moments[4], moments[5], lr, beta1, beta2, eps, correction1, correction2)
+
+
+class FairLearner(Stateful):
+    """Prequential Aranyani training of ``forest``: :meth:`learn` predicts each row, then learns from it.
+
+    Parameters
+    ----------
+    forest
+        The :class:`ObliqueForest` to train (updated in place).
+    fairness
+        λ, the weight of the node-level demographic-parity penalty; 0 is plain online training.
+    learning_rate
+        Adam's step size (the authors': 2e-3).
+    delta
+        Huber threshold δ of the penalty.
+    """
+
+    def __init__(self, forest: ObliqueForest, fairness: float = 0.0, learning_rate: float = 2e-3,
+                 delta: float = HUBER_DELTA) -> None:
+        self.forest, self.fairness, self.learning_rate, self.delta = forest, float(fairness), float(learning_rate), delta
+        trees, nodes, features = forest.node_weight.shape
+        self.moments = [np.zeros_like(p) for p in forest.parameters() for _ in range(2)]
+        self.steps = np.zeros(1, dtype=np.int64)
+        self.counts = np.zeros(2, dtype=np.int64)
+        self.sums = np.zeros((2, trees, nodes))
+        self.grad_weight = np.zeros((2, trees, nodes, features))
+        self.grad_bias = np.zeros((2, trees, nodes))
+
+    def learn(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """The prediction for each row (made before learning from it); rows with ``y < 0`` are predicted only, rows
+        with a group other than 0 or 1 learn without entering the fairness aggregates."""
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        predictions = np.empty(len(x), dtype=np.int64)
+        self.last_probabilities = np.empty((len(x), self.forest.leaf_logits.shape[-1]))
+        beta1, beta2, eps = ADAM
+        _learn(x, np.ascontiguousarray(y, dtype=np.int64), np.ascontiguousarray(groups, dtype=np.int64),
+               *self.forest.parameters(), self.forest.ancestors, self.forest.left, tuple(self.moments), self.steps,
+               self.counts, self.sums, self.grad_weight, self.grad_bias, self.fairness, self.delta,
+               self.learning_rate, beta1, beta2, eps, predictions, self.last_probabilities)
+        return predictions
+
+    def fairness_gradients(self) -> tuple[np.ndarray, np.ndarray]:
+        """The fairness gradient the next update would add, for node weights and biases."""
+        return fairness_gradients(self.sums, self.counts, self.grad_weight, self.grad_bias, self.fairness, self.delta)
+
+    def snapshot(self) -> dict:
+        return {"forest": self.forest.snapshot(), "moments": [m.copy() for m in self.moments],
+                "steps": self.steps.copy(), "counts": self.counts.copy(), "sums": self.sums.copy(),
+                "grad_weight": self.grad_weight.copy(), "grad_bias": self.grad_bias.copy()}
+
+    def restore(self, state: dict) -> None:
+        self.forest.restore(state["forest"])
+        for mine, saved in zip(self.moments, state["moments"]):
+            mine[...] = saved
+        for name in ("steps", "counts", "sums", "grad_weight", "grad_bias"):
+            getattr(self, name)[...] = state[name]
+
+    def state_bytes(self) -> int:
+        return self.forest.state_bytes() + tensor_bytes([*self.moments, self.sums, self.grad_weight, self.grad_bias])
