@@ -38,7 +38,7 @@ References
 Basu Roy Chowdhury, S., Monath, N., Beirami, A., Kidambi, R., Dubey, A., Ahmed, A. and Chaturvedi, S. (2024).
 Enhancing group fairness in online settings using oblique decision forests. *ICLR*.
 
-Kingma, D. P. and Ba, J. (2015). Adam: a method for stochastic optimization. *ICLR*.
+Kingma, D. P. and Ba, J. (2015). Adam: a method for stochastic optimization. *ICLR* (:mod:`kernels.adam`).
 """
 from __future__ import annotations
 
@@ -47,10 +47,10 @@ import math
 import numba
 import numpy as np
 
+from kernels.adam import BETAS_EPS, adam_step
 from kernels.state import Stateful, tensor_bytes
 
 HUBER_DELTA = 0.01
-ADAM = (0.9, 0.999, 1e-8)  # beta1, beta2, eps: torch.optim.Adam's defaults
 
 
 def leaf_paths(depth: int) -> tuple[np.ndarray, np.ndarray]:
@@ -133,15 +133,6 @@ def fairness_gradients(sums, counts, grad_weight, grad_bias, fairness, delta):  
                 out_weight[t, i, j] = fairness * slope * (grad_weight[1, t, i, j] - grad_weight[0, t, i, j])
             out_bias[t, i] = fairness * slope * (grad_bias[1, t, i] - grad_bias[0, t, i])
     return out_weight, out_bias
-
-
-@numba.njit(cache=True)
-def _adam(param, grad, first, second, lr, beta1, beta2, eps, correction1, correction2):  # pragma: no cover
-    flat_p, flat_g, flat_m, flat_v = param.ravel(), grad.ravel(), first.ravel(), second.ravel()
-    for k in range(flat_p.shape[0]):
-        flat_m[k] = beta1 * flat_m[k] + (1.0 - beta1) * flat_g[k]
-        flat_v[k] = beta2 * flat_v[k] + (1.0 - beta2) * flat_g[k] * flat_g[k]
-        flat_p[k] -= (lr / correction1) * flat_m[k] / (math.sqrt(flat_v[k]) / math.sqrt(correction2) + eps)
 
 
 @numba.njit(cache=True)
@@ -232,9 +223,9 @@ def _learn(x, y, groups, weight, bias, logits, ancestors, left, moments, steps, 
         g_bias += fair_bias
         steps[0] += 1
         correction1, correction2 = 1.0 - beta1 ** steps[0], 1.0 - beta2 ** steps[0]
-        _adam(weight, g_weight, moments[0], moments[1], lr, beta1, beta2, eps, correction1, correction2)
-        _adam(bias, g_bias, moments[2], moments[3], lr, beta1, beta2, eps, correction1, correction2)
-        _adam(logits, g_logits, moments[4], moments[5], lr, beta1, beta2, eps, correction1, correction2)
+        adam_step(weight, g_weight, moments[0], moments[1], lr, beta1, beta2, eps, correction1, correction2)
+        adam_step(bias, g_bias, moments[2], moments[3], lr, beta1, beta2, eps, correction1, correction2)
+        adam_step(logits, g_logits, moments[4], moments[5], lr, beta1, beta2, eps, correction1, correction2)
 
 
 class FairLearner(Stateful):
@@ -269,7 +260,7 @@ class FairLearner(Stateful):
         x = np.ascontiguousarray(x, dtype=np.float64)
         predictions = np.empty(len(x), dtype=np.int64)
         self.last_probabilities = np.empty((len(x), self.forest.leaf_logits.shape[-1]))
-        beta1, beta2, eps = ADAM
+        beta1, beta2, eps = BETAS_EPS
         _learn(x, np.ascontiguousarray(y, dtype=np.int64), np.ascontiguousarray(groups, dtype=np.int64),
                *self.forest.parameters(), self.forest.ancestors, self.forest.left, tuple(self.moments), self.steps,
                self.counts, self.sums, self.grad_weight, self.grad_bias, self.fairness, self.delta,

@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from importlib import resources
+from pathlib import Path
 
 from pipeline.config import DEFAULT_CONFIG, ConfigError, ConfigIssue, load_config
 from pipeline.engine.kafka import BrokerWaitStopped, quiet_client_logs
@@ -128,6 +129,25 @@ def build_parser() -> argparse.ArgumentParser:
                          help="authors: score the validation part every N epochs and after the last "
                          "(default 10; the authors use 1)")
     tabular.add_argument("--json", action="store_true", help="print one JSON object (roc_auc, average_precision, per_seed, ...)")
+    fairness = evaluate_kinds.add_parser(
+        "fairness", help="accuracy and demographic parity of online learners (Aranyani and baselines) on a table",
+        description="Stream a CSV table, in a seeded order, through Aranyani (online group-fair oblique forests) at "
+        "each lambda and through the baselines (online logistic regression, an MLP, river's Hoeffding Adaptive Tree, "
+        "majority mixing), predicting each row before learning from it; report time-averaged accuracy and "
+        "demographic parity, means over the seeds.",
+    )
+    fairness.add_argument("--data", required=True, metavar="FILE", help="CSV with a header")
+    fairness.add_argument("--protected", required=True, metavar="COL", help="the protected attribute (two values)")
+    fairness.add_argument("--label", required=True, metavar="COL", help="the label (two values; the later in sorted "
+                          "order is the positive class)")
+    fairness.add_argument("--lambda", dest="fairness", default="0,1,10", metavar="L,L,...",
+                          help="Aranyani's fairness weights (default 0,1,10)")
+    fairness.add_argument("--seeds", type=int, default=3, metavar="N", help="seeds 0 .. N-1, one row order each (default 3)")
+    fairness.add_argument("--methods", default=None, metavar="M,M,...", help="methods (default all: aranyani, "
+                          "logistic, mlp, hoeffding_adaptive_tree, majority)")
+    fairness.add_argument("--json", action="store_true", help="print one JSON object: results, one per method and lambda")
+    fairness.add_argument("--plot", metavar="PNG", help="write the accuracy-vs-parity trade-off plot (needs matplotlib, "
+                          "the plots extra)")
 
     config = commands.add_parser("config", help="check or print configuration", description="Configuration helpers.")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION",
@@ -181,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "config":
             return _config_command(args)
+        if args.command == "evaluate" and args.evaluate_kind == "fairness":
+            return _fairness_command(args)
         if args.command == "evaluate":
             return _evaluate_command(args)
         config = load_config(args.config, _overrides(args))
@@ -264,6 +286,30 @@ def _evaluate_command(args: argparse.Namespace) -> int:
         print(f"{args.detector} on {args.data} ({result['rows']} rows, {result['outliers']} outliers, test part "
               f"{result['split']['test']} rows, label-free, {len(seeds)} seeds): ROC-AUC {result['roc_auc']:.4f}, "
               f"average precision {result['average_precision']:.4f}")
+    return 0
+
+
+def _fairness_command(args: argparse.Namespace) -> int:
+    from pipeline.evaluation.fairness import METHODS, compare, encode_table, plot_trade_off, read_table
+
+    weights = tuple(float(value) for value in args.fairness.split(","))
+    methods = METHODS if args.methods is None else tuple(name.strip() for name in args.methods.split(","))
+    unknown = [name for name in methods if name not in METHODS]
+    if unknown:
+        raise ValueError(f"--methods: unknown {', '.join(unknown)} (known: {', '.join(METHODS)})")
+    x, y, groups = encode_table(read_table(args.data), args.protected, args.label)
+    results = compare(x, y, groups, fairness=weights, seeds=args.seeds, methods=methods)
+    if args.plot:
+        plot_trade_off(results, args.plot, f"{Path(args.data).name}: protected {args.protected}, {args.seeds} seeds")
+    if args.json:
+        print(json.dumps({"data": args.data, "rows": len(y), "seeds": args.seeds, "results": results}, sort_keys=True))
+        return 0
+    print(f"{args.data}: {len(y)} rows, protected {args.protected}, label {args.label}, means over {args.seeds} seeds "
+          "(time-averaged, prequential)")
+    print(f"  {'method':<24}{'lambda':>8}{'accuracy':>10}{'parity':>9}")
+    for row in results:
+        shown = f"{row['lambda']:g}" if row["method"] == "aranyani" else "-"
+        print(f"  {row['method']:<24}{shown:>8}{row['accuracy']:>10.4f}{row['demographic_parity']:>9.4f}")
     return 0
 
 
