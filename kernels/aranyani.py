@@ -136,77 +136,116 @@ def fairness_gradients(sums, counts, grad_weight, grad_bias, fairness, delta):  
 
 
 @numba.njit(cache=True)
+def _node_outputs(x, weight, bias):  # pragma: no cover - compiled
+    trees, nodes, features = weight.shape
+    n = np.empty((trees, nodes))
+    for t in range(trees):
+        for i in range(nodes):
+            z = bias[t, i]
+            for j in range(features):
+                z += weight[t, i, j] * x[j]
+            n[t, i] = 1.0 / (1.0 + math.exp(-z))
+    return n
+
+
+@numba.njit(cache=True)
+def _forest_output(n, logits, ancestors, left):  # pragma: no cover - compiled
+    """Leaf reach probabilities μ, leaf class distributions p and the forest's class probabilities f."""
+    trees, leaves, classes, depth = logits.shape[0], logits.shape[1], logits.shape[2], ancestors.shape[1]
+    mu = np.ones((trees, leaves))
+    for t in range(trees):
+        for leaf in range(leaves):
+            for level in range(depth):
+                node = ancestors[leaf, level]
+                mu[t, leaf] *= n[t, node] if left[leaf, level] else 1.0 - n[t, node]
+    p = np.empty((trees, leaves, classes))
+    for t in range(trees):
+        for leaf in range(leaves):
+            top = logits[t, leaf, 0]
+            for k in range(1, classes):
+                top = max(top, logits[t, leaf, k])
+            total = 0.0
+            for k in range(classes):
+                p[t, leaf, k] = math.exp(logits[t, leaf, k] - top)
+                total += p[t, leaf, k]
+            for k in range(classes):
+                p[t, leaf, k] /= total
+    f = np.zeros(classes)
+    for t in range(trees):
+        for leaf in range(leaves):
+            for k in range(classes):
+                f[k] += mu[t, leaf] * p[t, leaf, k]
+    for k in range(classes):
+        f[k] /= trees
+    return mu, p, f
+
+
+@numba.njit(cache=True)
+def _cross_entropy_gradients(x, label, n, mu, p, f, ancestors, left):  # pragma: no cover - compiled
+    """Gradients of -log f[label] for node weights, node biases and leaf logits, in closed form."""
+    trees, nodes, features = n.shape[0], n.shape[1], x.shape[0]
+    leaves, classes, depth = p.shape[1], p.shape[2], ancestors.shape[1]
+    scale = -1.0 / (f[label] * trees)
+    g_logits = np.empty((trees, leaves, classes))
+    g_n = np.zeros((trees, nodes))
+    for t in range(trees):
+        for leaf in range(leaves):
+            for k in range(classes):
+                indicator = 1.0 if k == label else 0.0
+                g_logits[t, leaf, k] = scale * mu[t, leaf] * p[t, leaf, label] * (indicator - p[t, leaf, k])
+            g_mu = scale * p[t, leaf, label]
+            for level in range(depth):
+                others = 1.0
+                for other in range(depth):
+                    if other != level:
+                        node = ancestors[leaf, other]
+                        others *= n[t, node] if left[leaf, other] else 1.0 - n[t, node]
+                g_n[t, ancestors[leaf, level]] += g_mu * (others if left[leaf, level] else -others)
+    g_weight = np.empty((trees, nodes, features))
+    g_bias = np.empty((trees, nodes))
+    for t in range(trees):
+        for i in range(nodes):
+            slope = n[t, i] * (1.0 - n[t, i])
+            g_bias[t, i] = g_n[t, i] * slope
+            for j in range(features):
+                g_weight[t, i, j] = g_n[t, i] * slope * x[j]
+    return g_weight, g_bias, g_logits
+
+
+@numba.njit(cache=True)
+def _predict(x, weight, bias, logits, ancestors, left, row, predictions, probabilities):  # pragma: no cover
+    """Forward pass of one row with the current parameters; records its prediction."""
+    n = _node_outputs(x, weight, bias)
+    mu, p, f = _forest_output(n, logits, ancestors, left)
+    best = 0
+    for k in range(f.shape[0]):
+        probabilities[row, k] = f[k]
+        if f[k] > f[best]:
+            best = k
+    predictions[row] = best
+    return n, mu, p, f
+
+
+@numba.njit(cache=True)
+def _adam_all(weight, bias, logits, g_weight, g_bias, g_logits, moments, steps, lr, beta1, beta2, eps):  # pragma: no cover
+    steps[0] += 1
+    correction1, correction2 = 1.0 - beta1 ** steps[0], 1.0 - beta2 ** steps[0]
+    adam_step(weight, g_weight, moments[0], moments[1], lr, beta1, beta2, eps, correction1, correction2)
+    adam_step(bias, g_bias, moments[2], moments[3], lr, beta1, beta2, eps, correction1, correction2)
+    adam_step(logits, g_logits, moments[4], moments[5], lr, beta1, beta2, eps, correction1, correction2)
+
+
+@numba.njit(cache=True)
 def _learn(x, y, groups, weight, bias, logits, ancestors, left, moments, steps, counts, sums, grad_weight, grad_bias,
            fairness, delta, lr, beta1, beta2, eps, predictions, probabilities):  # pragma: no cover - compiled
     trees, nodes, features = weight.shape
-    leaves, classes, depth = logits.shape[1], logits.shape[2], ancestors.shape[1]
     for row in range(x.shape[0]):
-        # Forward pass with the current parameters: the prediction comes before any update.
-        n = np.empty((trees, nodes))
-        for t in range(trees):
-            for i in range(nodes):
-                z = bias[t, i]
-                for j in range(features):
-                    z += weight[t, i, j] * x[row, j]
-                n[t, i] = 1.0 / (1.0 + math.exp(-z))
-        mu = np.ones((trees, leaves))
-        for t in range(trees):
-            for leaf in range(leaves):
-                for level in range(depth):
-                    node = ancestors[leaf, level]
-                    mu[t, leaf] *= n[t, node] if left[leaf, level] else 1.0 - n[t, node]
-        p = np.empty((trees, leaves, classes))
-        for t in range(trees):
-            for leaf in range(leaves):
-                top = logits[t, leaf, 0]
-                for k in range(1, classes):
-                    top = max(top, logits[t, leaf, k])
-                total = 0.0
-                for k in range(classes):
-                    p[t, leaf, k] = math.exp(logits[t, leaf, k] - top)
-                    total += p[t, leaf, k]
-                for k in range(classes):
-                    p[t, leaf, k] /= total
-        f = np.zeros(classes)
-        for t in range(trees):
-            for leaf in range(leaves):
-                for k in range(classes):
-                    f[k] += mu[t, leaf] * p[t, leaf, k]
-        best = 0
-        for k in range(classes):
-            f[k] /= trees
-            probabilities[row, k] = f[k]
-            if f[k] > f[best]:
-                best = k
-        predictions[row] = best
+        # The prediction comes before any update.
+        n, mu, p, f = _predict(x[row], weight, bias, logits, ancestors, left, row, predictions, probabilities)
         label, group = y[row], groups[row]
         if label < 0:
             continue  # no label yet: predict only
-        # Cross-entropy gradients in closed form.
-        scale = -1.0 / (f[label] * trees)
-        g_logits = np.empty((trees, leaves, classes))
-        g_n = np.zeros((trees, nodes))
-        for t in range(trees):
-            for leaf in range(leaves):
-                for k in range(classes):
-                    indicator = 1.0 if k == label else 0.0
-                    g_logits[t, leaf, k] = scale * mu[t, leaf] * p[t, leaf, label] * (indicator - p[t, leaf, k])
-                g_mu = scale * p[t, leaf, label]
-                for level in range(depth):
-                    others = 1.0
-                    for other in range(depth):
-                        if other != level:
-                            node = ancestors[leaf, other]
-                            others *= n[t, node] if left[leaf, other] else 1.0 - n[t, node]
-                    g_n[t, ancestors[leaf, level]] += g_mu * (others if left[leaf, level] else -others)
-        g_weight = np.empty((trees, nodes, features))
-        g_bias = np.empty((trees, nodes))
-        for t in range(trees):
-            for i in range(nodes):
-                slope = n[t, i] * (1.0 - n[t, i])
-                g_bias[t, i] = g_n[t, i] * slope
-                for j in range(features):
-                    g_weight[t, i, j] = g_n[t, i] * slope * x[row, j]
+        g_weight, g_bias, g_logits = _cross_entropy_gradients(x[row], label, n, mu, p, f, ancestors, left)
         # Group aggregates, then the fairness gradient from them alone.
         if group == 0 or group == 1:
             counts[group] += 1
@@ -221,11 +260,52 @@ def _learn(x, y, groups, weight, bias, logits, ancestors, left, moments, steps, 
         fair_weight, fair_bias = fairness_gradients(sums, counts, grad_weight, grad_bias, fairness, delta)
         g_weight += fair_weight
         g_bias += fair_bias
-        steps[0] += 1
-        correction1, correction2 = 1.0 - beta1 ** steps[0], 1.0 - beta2 ** steps[0]
-        adam_step(weight, g_weight, moments[0], moments[1], lr, beta1, beta2, eps, correction1, correction2)
-        adam_step(bias, g_bias, moments[2], moments[3], lr, beta1, beta2, eps, correction1, correction2)
-        adam_step(logits, g_logits, moments[4], moments[5], lr, beta1, beta2, eps, correction1, correction2)
+        _adam_all(weight, bias, logits, g_weight, g_bias, g_logits, moments, steps, lr, beta1, beta2, eps)
+
+
+@numba.njit(cache=True)
+def _learn_with_reservoirs(x, y, groups, weight, bias, logits, ancestors, left, moments, steps, reservoirs, filled,
+                           seen, draws, fairness, lr, beta1, beta2, eps, predictions, probabilities):  # pragma: no cover
+    """The storage-based baseline: a reservoir of past inputs per group, and at every step the penalty
+    λ Σ |mean n(reservoir 1) - mean n(reservoir 0)| recomputed on them with the current parameters."""
+    trees, nodes, features = weight.shape
+    capacity = reservoirs.shape[1]
+    for row in range(x.shape[0]):
+        n, mu, p, f = _predict(x[row], weight, bias, logits, ancestors, left, row, predictions, probabilities)
+        label, group = y[row], groups[row]
+        if label < 0:
+            continue
+        g_weight, g_bias, g_logits = _cross_entropy_gradients(x[row], label, n, mu, p, f, ancestors, left)
+        if group == 0 or group == 1:  # reservoir sampling (Vitter's algorithm R) with pre-drawn uniforms
+            seen[group] += 1
+            if filled[group] < capacity:
+                reservoirs[group, filled[group]] = x[row]
+                filled[group] += 1
+            else:
+                slot = int(draws[row] * seen[group])
+                if slot < capacity:
+                    reservoirs[group, slot] = x[row]
+        if fairness > 0.0 and filled[0] > 0 and filled[1] > 0:
+            means = np.zeros((2, trees, nodes))
+            mean_weight = np.zeros((2, trees, nodes, features))
+            mean_bias = np.zeros((2, trees, nodes))
+            for g in range(2):
+                for r in range(filled[g]):
+                    stored = _node_outputs(reservoirs[g, r], weight, bias)
+                    for t in range(trees):
+                        for i in range(nodes):
+                            slope = stored[t, i] * (1.0 - stored[t, i]) / filled[g]
+                            means[g, t, i] += stored[t, i] / filled[g]
+                            mean_bias[g, t, i] += slope
+                            for j in range(features):
+                                mean_weight[g, t, i, j] += slope * reservoirs[g, r, j]
+            for t in range(trees):
+                for i in range(nodes):
+                    sign = 1.0 if means[1, t, i] > means[0, t, i] else -1.0
+                    g_bias[t, i] += fairness * sign * (mean_bias[1, t, i] - mean_bias[0, t, i])
+                    for j in range(features):
+                        g_weight[t, i, j] += fairness * sign * (mean_weight[1, t, i, j] - mean_weight[0, t, i, j])
+        _adam_all(weight, bias, logits, g_weight, g_bias, g_logits, moments, steps, lr, beta1, beta2, eps)
 
 
 class FairLearner(Stateful):
@@ -285,3 +365,48 @@ class FairLearner(Stateful):
 
     def state_bytes(self) -> int:
         return self.forest.state_bytes() + tensor_bytes([*self.moments, self.sums, self.grad_weight, self.grad_bias])
+
+
+class ReservoirFairLearner(FairLearner):
+    """The storage-based baseline Aranyani avoids: the same forest and cross-entropy steps, but the parity penalty
+    ``λ Σ |F|`` is recomputed at every step, with the current parameters, over a reservoir of up to ``capacity``
+    past inputs per group (Vitter's algorithm R): ``2 · capacity`` extra forward and gradient passes per instance.
+
+    >>> learner = ReservoirFairLearner(ObliqueForest(features=2, seed=0), fairness=1.0, capacity=10)
+    >>> x = np.random.default_rng(0).normal(size=(50, 2))
+    >>> _ = learner.learn(x, (x[:, 0] > 0).astype(np.int64), (x[:, 1] > 0).astype(np.int64))
+    >>> learner.filled.tolist()
+    [10, 10]
+    """
+
+    def __init__(self, forest: ObliqueForest, fairness: float = 0.0, learning_rate: float = 2e-3, *,
+                 capacity: int = 100, seed: int = 0) -> None:
+        super().__init__(forest, fairness, learning_rate)
+        self.reservoirs = np.zeros((2, capacity, forest.node_weight.shape[2]))
+        self.filled = np.zeros(2, dtype=np.int64)
+        self.seen = np.zeros(2, dtype=np.int64)
+        self.rng = np.random.default_rng(seed)
+
+    def learn(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        predictions = np.empty(len(x), dtype=np.int64)
+        self.last_probabilities = np.empty((len(x), self.forest.leaf_logits.shape[-1]))
+        beta1, beta2, eps = BETAS_EPS
+        _learn_with_reservoirs(x, np.ascontiguousarray(y, dtype=np.int64), np.ascontiguousarray(groups, dtype=np.int64),
+                               *self.forest.parameters(), self.forest.ancestors, self.forest.left, tuple(self.moments),
+                               self.steps, self.reservoirs, self.filled, self.seen, self.rng.random(len(x)),
+                               self.fairness, self.learning_rate, beta1, beta2, eps, predictions, self.last_probabilities)
+        return predictions
+
+    def snapshot(self) -> dict:
+        return {**super().snapshot(), "reservoirs": self.reservoirs.copy(), "filled": self.filled.copy(),
+                "seen": self.seen.copy(), "rng": self.rng.bit_generator.state}
+
+    def restore(self, state: dict) -> None:
+        super().restore(state)
+        for name in ("reservoirs", "filled", "seen"):
+            getattr(self, name)[...] = state[name]
+        self.rng.bit_generator.state = state["rng"]
+
+    def state_bytes(self) -> int:
+        return super().state_bytes() + self.reservoirs.nbytes

@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Stream a CSV table, in a seeded order, through Aranyani (online group-fair oblique forests) at "
         "each lambda and through the baselines (online logistic regression, an MLP, river's Hoeffding Adaptive Tree, "
         "majority mixing), predicting each row before learning from it; report time-averaged accuracy and "
-        "demographic parity, means over the seeds.",
+        "demographic parity, means over the seeds. The storage-based reservoir baseline runs at each lambda too.",
     )
     fairness.add_argument("--data", required=True, metavar="FILE", help="CSV with a header")
     fairness.add_argument("--protected", required=True, metavar="COL", help="the protected attribute (two values)")
@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="Aranyani's fairness weights (default 0,1,10)")
     fairness.add_argument("--seeds", type=int, default=3, metavar="N", help="seeds 0 .. N-1, one row order each (default 3)")
     fairness.add_argument("--methods", default=None, metavar="M,M,...", help="methods (default all: aranyani, "
-                          "logistic, mlp, hoeffding_adaptive_tree, majority)")
+                          "reservoir, logistic, mlp, hoeffding_adaptive_tree, majority)")
     fairness.add_argument("--json", action="store_true", help="print one JSON object: results, one per method and lambda")
     fairness.add_argument("--plot", metavar="PNG", help="write the accuracy-vs-parity trade-off plot (needs matplotlib, "
                           "the plots extra)")
@@ -290,7 +290,7 @@ def _evaluate_command(args: argparse.Namespace) -> int:
 
 
 def _fairness_command(args: argparse.Namespace) -> int:
-    from pipeline.evaluation.fairness import METHODS, compare, encode_table, plot_trade_off, read_table
+    from pipeline.evaluation.fairness import FAIR_METHODS, METHODS, compare, encode_table, plot_trade_off, read_table
 
     weights = tuple(float(value) for value in args.fairness.split(","))
     methods = METHODS if args.methods is None else tuple(name.strip() for name in args.methods.split(","))
@@ -308,7 +308,7 @@ def _fairness_command(args: argparse.Namespace) -> int:
           "(time-averaged, prequential)")
     print(f"  {'method':<24}{'lambda':>8}{'accuracy':>10}{'parity':>9}")
     for row in results:
-        shown = f"{row['lambda']:g}" if row["method"] == "aranyani" else "-"
+        shown = f"{row['lambda']:g}" if row["method"] in FAIR_METHODS else "-"
         print(f"  {row['method']:<24}{shown:>8}{row['accuracy']:>10.4f}{row['demographic_parity']:>9.4f}")
     return 0
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from kernels.aranyani import HUBER_DELTA, FairLearner, ObliqueForest, leaf_paths
+from kernels.aranyani import HUBER_DELTA, FairLearner, ObliqueForest, ReservoirFairLearner, leaf_paths
 from pipeline.evaluation.fairness import encode_table, evaluate_method, read_table
 
 
@@ -150,3 +150,15 @@ def test_on_adult_lambda_10_halves_demographic_parity_for_at_most_5_points_of_ac
                     for key in ("accuracy", "demographic_parity")} for fairness in (0.0, 10.0))
     assert fair["demographic_parity"] <= plain["demographic_parity"] / 2
     assert fair["accuracy"] >= plain["accuracy"] - 0.05
+
+
+def test_the_reservoir_baseline_is_plain_training_at_lambda_zero_and_keeps_bounded_reservoirs():
+    rng = np.random.default_rng(8)
+    x, y, groups = rng.normal(size=(500, 3)), rng.integers(0, 2, 500), rng.integers(0, 2, 500)
+    plain = FairLearner(ObliqueForest(features=3, seed=1), fairness=0.0)
+    stored = ReservoirFairLearner(ObliqueForest(features=3, seed=1), fairness=0.0, capacity=20)
+    assert plain.learn(x, y, groups).tolist() == stored.learn(x, y, groups).tolist()
+    assert np.array_equal(plain.forest.node_weight, stored.forest.node_weight)
+    assert stored.filled.tolist() == [20, 20] and stored.seen.tolist() == [int((groups == 0).sum()), int(groups.sum())]
+    kept = {tuple(row) for row in stored.reservoirs.reshape(-1, 3)}
+    assert kept <= {tuple(row) for row in x}  # reservoirs hold past inputs only

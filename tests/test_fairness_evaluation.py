@@ -29,13 +29,14 @@ def test_the_cli_reports_every_method_and_lambda_and_writes_the_plot(tmp_path):
     report = json.loads(result.stdout)
     assert report["rows"] == 600 and report["seeds"] == 2
     found = {(row["method"], row["lambda"]) for row in report["results"]}
-    assert found == {("aranyani", 0.0), ("aranyani", 10.0), ("logistic", 0.0), ("mlp", 0.0),
-                     ("hoeffding_adaptive_tree", 0.0), ("majority", 0.0)}
+    assert found == {("aranyani", 0.0), ("aranyani", 10.0), ("reservoir", 0.0), ("reservoir", 10.0), ("logistic", 0.0),
+                     ("mlp", 0.0), ("hoeffding_adaptive_tree", 0.0), ("majority", 0.0)}
     for row in report["results"]:
         assert 0.5 < row["accuracy"] <= 1 and 0 <= row["demographic_parity"] <= 1 and len(row["per_seed"]) == 2
         assert row["accuracy"] == np.mean([run["accuracy"] for run in row["per_seed"]])
-    by_lambda = {row["lambda"]: row for row in report["results"] if row["method"] == "aranyani"}
-    assert by_lambda[10.0]["demographic_parity"] < by_lambda[0.0]["demographic_parity"]
+    for method in ("aranyani", "reservoir"):
+        by_lambda = {row["lambda"]: row for row in report["results"] if row["method"] == method}
+        assert by_lambda[10.0]["demographic_parity"] < by_lambda[0.0]["demographic_parity"], method
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
 
 

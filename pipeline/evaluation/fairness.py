@@ -26,7 +26,7 @@ import numba
 import numpy as np
 
 from kernels.adam import BETAS_EPS, adam_step
-from kernels.aranyani import FairLearner, ObliqueForest
+from kernels.aranyani import FairLearner, ObliqueForest, ReservoirFairLearner
 
 
 def read_table(path: str | Path) -> dict[str, list[str]]:
@@ -170,24 +170,27 @@ def _majority_mixing(predictions: np.ndarray, y: np.ndarray, seed: int, keep: fl
     return np.where(np.random.default_rng([seed, 1]).random(len(y)) < keep, predictions, majority)
 
 
-METHODS = ("aranyani", "logistic", "mlp", "hoeffding_adaptive_tree", "majority")
+METHODS = ("aranyani", "reservoir", "logistic", "mlp", "hoeffding_adaptive_tree", "majority")
+FAIR_METHODS = ("aranyani", "reservoir")  # run once per λ
 
 
 def evaluate_method(method: str, x: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int, fairness: float = 0.0,
                     *, trees: int = 3, depth: int = 4) -> dict[str, float]:
-    """One method on the rows in the order of ``seed``, standardised online in that order. ``aranyani`` uses
-    ``fairness`` (λ); the baselines learn without fairness: online logistic regression and a one-hidden-layer MLP of
-    2^depth - 1 ReLU units (Adam, learning rate 2e-3 like Aranyani), river's Hoeffding Adaptive Tree, and majority
-    mixing on top of Aranyani at λ = 0."""
+    """One method on the rows in the order of ``seed``, standardised online in that order. ``aranyani`` and
+    ``reservoir`` (the storage-based fairness baseline, 100 stored inputs per group) use ``fairness`` (λ); the other
+    baselines learn without fairness: online logistic regression and a one-hidden-layer MLP of 2^depth - 1 ReLU units
+    (Adam, learning rate 2e-3 like Aranyani), river's Hoeffding Adaptive Tree, and majority mixing on top of Aranyani
+    at λ = 0."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
     order = np.random.default_rng(seed).permutation(len(y))
     x, y, groups = running_standardise(np.ascontiguousarray(x[order])), y[order], groups[order]
     beta1, beta2, eps = BETAS_EPS
     predictions = np.empty(len(y), dtype=np.int64)
-    if method in ("aranyani", "majority"):
-        learner = FairLearner(ObliqueForest(x.shape[1], trees=trees, depth=depth, seed=seed),
-                              fairness=fairness if method == "aranyani" else 0.0)
+    if method in ("aranyani", "reservoir", "majority"):
+        forest = ObliqueForest(x.shape[1], trees=trees, depth=depth, seed=seed)
+        learner = (ReservoirFairLearner(forest, fairness, seed=seed) if method == "reservoir"
+                   else FairLearner(forest, fairness=fairness if method == "aranyani" else 0.0))
         predictions = learner.learn(x, y, groups)
         if method == "majority":
             predictions = _majority_mixing(predictions, y, seed)
@@ -208,7 +211,7 @@ def compare(x: np.ndarray, y: np.ndarray, groups: np.ndarray, *, fairness: tuple
     """Per method (and per λ for Aranyani): accuracy and demographic parity, means over seeds 0 .. seeds - 1."""
     results = []
     for method in methods:
-        for weight in (fairness if method == "aranyani" else (0.0,)):
+        for weight in (fairness if method in FAIR_METHODS else (0.0,)):
             runs = [evaluate_method(method, x, y, groups, seed, weight) for seed in range(seeds)]
             results.append({"method": method, "lambda": weight,
                             **{key: float(np.mean([run[key] for run in runs])) for key in runs[0]},
@@ -217,20 +220,22 @@ def compare(x: np.ndarray, y: np.ndarray, groups: np.ndarray, *, fairness: tuple
 
 
 def plot_trade_off(results: list[dict], path: str | Path, title: str) -> None:
-    """Accuracy against demographic parity: Aranyani's λ sweep as a line, each baseline as a point."""
+    """Accuracy against demographic parity: the λ sweeps as lines, each other baseline as a point."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(6, 4.5))
-    sweep = sorted((r for r in results if r["method"] == "aranyani"), key=lambda r: r["lambda"])
-    axes.plot([r["demographic_parity"] for r in sweep], [r["accuracy"] for r in sweep], "o-", label="aranyani (λ sweep)")
-    for r in sweep:
-        axes.annotate(f"λ={r['lambda']:g}", (r["demographic_parity"], r["accuracy"]), fontsize=7,
-                      textcoords="offset points", xytext=(4, 4))
+    for method, style in zip(FAIR_METHODS, ("o-", "^--")):
+        sweep = sorted((r for r in results if r["method"] == method), key=lambda r: r["lambda"])
+        axes.plot([r["demographic_parity"] for r in sweep], [r["accuracy"] for r in sweep], style,
+                  label=f"{method} (λ sweep)")
+        for r in sweep:
+            axes.annotate(f"λ={r['lambda']:g}", (r["demographic_parity"], r["accuracy"]), fontsize=7,
+                          textcoords="offset points", xytext=(4, 4))
     for r in results:
-        if r["method"] != "aranyani":
+        if r["method"] not in FAIR_METHODS:
             axes.plot(r["demographic_parity"], r["accuracy"], "s", label=r["method"])
     axes.set_xlabel("demographic parity (time-averaged, lower is fairer)")
     axes.set_ylabel("accuracy (time-averaged)")
