@@ -10,36 +10,14 @@ pair's ratio, their median and each process's CPU time::
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.suite import PARTITIONS, REPO, produce, vigil_config  # noqa: E402
-
-
-def timed_cluster(config: Path, run_dir: Path, processes: int, shard_by: str) -> tuple[float, list[float]]:
-    """Wall seconds of a bounded run with ``processes`` processes, and each process's CPU seconds."""
-    from pipeline.demo.broker import free_port
-
-    addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
-    cluster = (lambda i: ["-i", str(i), "-a", addresses]) if processes > 1 else (lambda i: [])
-    started = time.perf_counter()
-    children = [subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--config", str(config), "--run-dir",
-                                  str(run_dir), "--no-metrics", "--set", f"pipeline.shard_by={shard_by}", *cluster(i)],
-                                 cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for i in range(processes)]
-    cpu = []
-    for child in children:
-        _, status, usage = os.wait4(child.pid, 0)
-        if status:
-            raise RuntimeError(f"a Vigil process exited with status {status}: {child.stderr.read().decode()[-2000:]}")
-        cpu.append(round(usage.ru_utime + usage.ru_stime, 2))
-    return time.perf_counter() - started, cpu
+from bench.suite import PARTITIONS, produce, timed_cluster, vigil_config  # noqa: E402
 
 
 def main() -> None:

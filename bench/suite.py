@@ -139,20 +139,25 @@ def vigil_replay(config: Path, run_dir: Path, alerts_topic: str) -> dict:
     return {"seconds": seconds, "flow_seconds": float(match.group(2)) if match else None}
 
 
-def two_processes(config: Path, run_dir: Path, shard_by: str) -> dict:
+def timed_cluster(config: Path, run_dir: Path, processes: int, shard_by: str) -> tuple[float, list[float]]:
+    """Wall seconds of a bounded run of ``processes`` Vigil processes (one cluster), and each process's CPU seconds."""
     from pipeline.demo.broker import free_port
 
-    addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(2))
+    addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
+    cluster = (lambda i: ["-i", str(i), "-a", addresses]) if processes > 1 else (lambda i: [])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    logs = [run_dir / f"stderr-{i}.log" for i in range(processes)]
     started = time.perf_counter()
-    processes = [subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--config", str(config), "--run-dir",
-                                   str(run_dir), "--no-metrics", "-i", str(i), "-a", addresses,
-                                   "--set", f"pipeline.shard_by={shard_by}"], cwd=REPO,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for i in range(2)]
-    for process in processes:
-        _, stderr = process.communicate()
-        if process.returncode != 0:
-            raise RuntimeError(f"a cluster process exited {process.returncode}: {stderr.decode()[-2000:]}")
-    return {"seconds": time.perf_counter() - started}
+    children = [subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--config", str(config), "--run-dir",
+                                  str(run_dir), "--no-metrics", "--set", f"pipeline.shard_by={shard_by}", *cluster(i)],
+                                 cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(log, "wb")) for i, log in enumerate(logs)]
+    cpu = []
+    for child, log in zip(children, logs):
+        _, status, usage = os.wait4(child.pid, 0)
+        if status:
+            raise RuntimeError(f"a Vigil process exited with status {status}: {log.read_text()[-2000:]}")
+        cpu.append(round(usage.ru_utime + usage.ru_stime, 2))
+    return time.perf_counter() - started, cpu
 
 
 def latency(bootstrap: str, run: Path, rate: float, seconds: float, entities: int) -> dict:
@@ -398,8 +403,8 @@ def main() -> None:
             print(name, result[name], flush=True)
         for name, shard_by in (("vigil_two_processes", "partition"), ("vigil_two_processes_key_shards", "key")):
             cluster = vigil_config(run / f"{name}.toml", bootstrap, "bench-events", alerts_topic=f"bench-{name}-alerts")
-            measured = two_processes(cluster, run / name, shard_by)
-            rate = round(args.events / measured["seconds"])
+            seconds, _ = timed_cluster(cluster, run / name, 2, shard_by)
+            rate = round(args.events / seconds)
             result[name] = {"events_per_s": rate, "vs_one_process": round(rate / result["vigil"]["events_per_s"], 2)}
             print(name, result[name], flush=True)
         result["latency"] = latency(bootstrap, run, args.rate, 5.0 if args.small else 30.0, args.entities)

@@ -89,20 +89,19 @@ class ObliqueForest(Stateful):
     def parameters(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self.node_weight, self.node_bias, self.leaf_logits
 
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Node outputs n [rows, trees, nodes], leaf reach probabilities μ [rows, trees, leaves] and class probabilities
+        [rows, classes], computed by the same compiled code the learners train with."""
+        return _forward_rows(np.ascontiguousarray(x, dtype=np.float64), *self.parameters(), self.ancestors, self.left)
+
     def node_outputs(self, x: np.ndarray) -> np.ndarray:
-        """n [rows, trees, nodes]."""
-        return 1.0 / (1.0 + np.exp(-(np.einsum("tnd,bd->btn", self.node_weight, x) + self.node_bias)))
+        return self.forward(x)[0]
 
     def leaf_probabilities(self, x: np.ndarray) -> np.ndarray:
-        """μ [rows, trees, leaves]: the product along each leaf's path."""
-        n = self.node_outputs(x)[:, :, self.ancestors]  # [rows, trees, leaves, depth]
-        return np.where(self.left, n, 1.0 - n).prod(axis=-1)
+        return self.forward(x)[1]
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """The forest's class probabilities [rows, classes]."""
-        logits = self.leaf_logits - self.leaf_logits.max(axis=-1, keepdims=True)
-        leaf_classes = np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
-        return np.einsum("btl,tlk->bk", self.leaf_probabilities(x), leaf_classes) / self.node_weight.shape[0]
+        return self.forward(x)[2]
 
     def snapshot(self) -> dict[str, np.ndarray]:
         return {"node_weight": self.node_weight.copy(), "node_bias": self.node_bias.copy(),
@@ -181,6 +180,19 @@ def _forest_output(n, logits, ancestors, left):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True)
+def _forward_rows(x, weight, bias, logits, ancestors, left):  # pragma: no cover - compiled
+    rows, trees, nodes, leaves = x.shape[0], weight.shape[0], weight.shape[1], logits.shape[1]
+    n_all = np.empty((rows, trees, nodes))
+    mu_all = np.empty((rows, trees, leaves))
+    f_all = np.empty((rows, logits.shape[2]))
+    for row in range(rows):
+        n = _node_outputs(x[row], weight, bias)
+        mu, _, f = _forest_output(n, logits, ancestors, left)
+        n_all[row], mu_all[row], f_all[row] = n, mu, f
+    return n_all, mu_all, f_all
+
+
+@numba.njit(cache=True)
 def _cross_entropy_gradients(x, label, n, mu, p, f, ancestors, left):  # pragma: no cover - compiled
     """Gradients of -log f[label] for node weights, node biases and leaf logits, in closed form."""
     trees, nodes, features = n.shape[0], n.shape[1], x.shape[0]
@@ -213,13 +225,12 @@ def _cross_entropy_gradients(x, label, n, mu, p, f, ancestors, left):  # pragma:
 
 
 @numba.njit(cache=True)
-def _predict(x, weight, bias, logits, ancestors, left, row, predictions, probabilities):  # pragma: no cover
+def _predict(x, weight, bias, logits, ancestors, left, row, predictions):  # pragma: no cover - compiled
     """Forward pass of one row with the current parameters; records its prediction."""
     n = _node_outputs(x, weight, bias)
     mu, p, f = _forest_output(n, logits, ancestors, left)
     best = 0
     for k in range(f.shape[0]):
-        probabilities[row, k] = f[k]
         if f[k] > f[best]:
             best = k
     predictions[row] = best
@@ -237,11 +248,11 @@ def _adam_all(weight, bias, logits, g_weight, g_bias, g_logits, moments, steps, 
 
 @numba.njit(cache=True)
 def _learn(x, y, groups, weight, bias, logits, ancestors, left, moments, steps, counts, sums, grad_weight, grad_bias,
-           fairness, delta, lr, beta1, beta2, eps, predictions, probabilities):  # pragma: no cover - compiled
+           fairness, delta, lr, beta1, beta2, eps, predictions):  # pragma: no cover - compiled
     trees, nodes, features = weight.shape
     for row in range(x.shape[0]):
         # The prediction comes before any update.
-        n, mu, p, f = _predict(x[row], weight, bias, logits, ancestors, left, row, predictions, probabilities)
+        n, mu, p, f = _predict(x[row], weight, bias, logits, ancestors, left, row, predictions)
         label, group = y[row], groups[row]
         if label < 0:
             continue  # no label yet: predict only
@@ -265,13 +276,13 @@ def _learn(x, y, groups, weight, bias, logits, ancestors, left, moments, steps, 
 
 @numba.njit(cache=True)
 def _learn_with_reservoirs(x, y, groups, weight, bias, logits, ancestors, left, moments, steps, reservoirs, filled,
-                           seen, draws, fairness, lr, beta1, beta2, eps, predictions, probabilities):  # pragma: no cover
+                           seen, draws, fairness, lr, beta1, beta2, eps, predictions):  # pragma: no cover - compiled
     """The storage-based baseline: a reservoir of past inputs per group, and at every step the penalty
     λ Σ |mean n(reservoir 1) - mean n(reservoir 0)| recomputed on them with the current parameters."""
     trees, nodes, features = weight.shape
     capacity = reservoirs.shape[1]
     for row in range(x.shape[0]):
-        n, mu, p, f = _predict(x[row], weight, bias, logits, ancestors, left, row, predictions, probabilities)
+        n, mu, p, f = _predict(x[row], weight, bias, logits, ancestors, left, row, predictions)
         label, group = y[row], groups[row]
         if label < 0:
             continue
@@ -337,15 +348,18 @@ class FairLearner(Stateful):
     def learn(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:
         """The prediction for each row (made before learning from it); rows with ``y < 0`` are predicted only, rows
         with a group other than 0 or 1 learn without entering the fairness aggregates."""
-        x = np.ascontiguousarray(x, dtype=np.float64)
-        predictions = np.empty(len(x), dtype=np.int64)
-        self.last_probabilities = np.empty((len(x), self.forest.leaf_logits.shape[-1]))
-        beta1, beta2, eps = BETAS_EPS
-        _learn(x, np.ascontiguousarray(y, dtype=np.int64), np.ascontiguousarray(groups, dtype=np.int64),
-               *self.forest.parameters(), self.forest.ancestors, self.forest.left, tuple(self.moments), self.steps,
-               self.counts, self.sums, self.grad_weight, self.grad_bias, self.fairness, self.delta,
-               self.learning_rate, beta1, beta2, eps, predictions, self.last_probabilities)
+        stream, predictions = self._stream(x, y, groups)
+        _learn(*stream, *self.forest.parameters(), self.forest.ancestors, self.forest.left, tuple(self.moments),
+               self.steps, self.counts, self.sums, self.grad_weight, self.grad_bias, self.fairness, self.delta,
+               self.learning_rate, *BETAS_EPS, predictions)
         return predictions
+
+    @staticmethod
+    def _stream(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+        """The kernel's input arrays and an array for its predictions."""
+        stream = (np.ascontiguousarray(x, dtype=np.float64), np.ascontiguousarray(y, dtype=np.int64),
+                  np.ascontiguousarray(groups, dtype=np.int64))
+        return stream, np.empty(len(stream[0]), dtype=np.int64)
 
     def fairness_gradients(self) -> tuple[np.ndarray, np.ndarray]:
         """The fairness gradient the next update would add, for node weights and biases."""
@@ -388,14 +402,11 @@ class ReservoirFairLearner(FairLearner):
         self.rng = np.random.default_rng(seed)
 
     def learn(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float64)
-        predictions = np.empty(len(x), dtype=np.int64)
-        self.last_probabilities = np.empty((len(x), self.forest.leaf_logits.shape[-1]))
-        beta1, beta2, eps = BETAS_EPS
-        _learn_with_reservoirs(x, np.ascontiguousarray(y, dtype=np.int64), np.ascontiguousarray(groups, dtype=np.int64),
-                               *self.forest.parameters(), self.forest.ancestors, self.forest.left, tuple(self.moments),
-                               self.steps, self.reservoirs, self.filled, self.seen, self.rng.random(len(x)),
-                               self.fairness, self.learning_rate, beta1, beta2, eps, predictions, self.last_probabilities)
+        stream, predictions = self._stream(x, y, groups)
+        _learn_with_reservoirs(*stream, *self.forest.parameters(), self.forest.ancestors, self.forest.left,
+                               tuple(self.moments), self.steps, self.reservoirs, self.filled, self.seen,
+                               self.rng.random(len(predictions)), self.fairness, self.learning_rate, *BETAS_EPS,
+                               predictions)
         return predictions
 
     def snapshot(self) -> dict:
