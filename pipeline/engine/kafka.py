@@ -98,13 +98,15 @@ class KafkaSettings:
         return f"{self.servers} ({c.security_protocol}{auth})"
 
     def consumer(self, **extra: Any) -> KafkaConsumer:
-        """A kafka-python consumer for planning, created once the brokers answer. It reads records only to find
-        where partitions end (:func:`end_offsets`), so it skips kafka-python's CRC check, pure Python and slow
-        on a large last batch; librdkafka checks the records the run reads."""
+        """A kafka-python consumer for planning and reading small topics, created once the brokers answer."""
         from kafka import KafkaConsumer
 
-        return self.retry("connect to Kafka", lambda: KafkaConsumer(**self.kafka_python(), enable_auto_commit=False,
-                                                                     check_crcs=False, **extra))
+        return self.retry("connect to Kafka", lambda: KafkaConsumer(**self.kafka_python(), enable_auto_commit=False, **extra))
+
+    def planning_consumer(self, **extra: Any) -> KafkaConsumer:
+        """A consumer that reads records only to find where partitions end (:func:`end_offsets`), so it skips
+        kafka-python's CRC check (pure Python, slow on a large last batch); librdkafka checks what the run reads."""
+        return self.consumer(check_crcs=False, **extra)
 
     def admin(self):
         from kafka.admin import KafkaAdminClient
@@ -232,7 +234,7 @@ def committed_offsets(consumer: KafkaConsumer, partitions: list) -> dict:
 def plan_live(settings: KafkaSettings, topics: list[str], *, mode: str, start: str, group_id: str) -> list[PartitionPlan]:
     """Partitions of a live run: where each starts when the recovery store has no position for it,
     and, in bounded mode, the end offsets captured now."""
-    consumer = settings.consumer(group_id=group_id or None)
+    consumer = settings.planning_consumer(group_id=group_id or None)
     try:
         partitions = topic_partitions(consumer, settings, topics)
         ends = end_offsets(consumer, partitions)
@@ -257,7 +259,7 @@ def plan_slice(settings: KafkaSettings, topics: list[str], *, from_ts: int | Non
     Starting from a time seeks with offsets-for-times and then also drops records older than the time,
     because some brokers' time index is coarse (Tansu answers with the earliest offset).
     """
-    consumer = settings.consumer()
+    consumer = settings.planning_consumer()
     try:
         partitions = topic_partitions(consumer, settings, topics)
         ends = end_offsets(consumer, partitions)
