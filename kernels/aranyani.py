@@ -17,7 +17,10 @@ passes. ``φ`` is the derivative of the Huber-smoothed ``|F|`` with threshold ``
 in the authors' code, ``sign(F)`` outside (a tail slope of 1, not the textbook ``δ``: the penalty keeps pulling gaps
 well above ``δ`` towards it with unit weight). Leaves get no fairness gradient, the fairness term waits until both
 groups have been seen, and ``λ = 0`` is plain online training. The aggregated gradients are those of the parameters
-in force when each instance arrived, as in the paper.
+in force when each instance arrived, as in the paper. With k > 2 groups the penalty is the mean over the k (k - 1) / 2
+pairs of groups of the pair's node-level gaps (pairwise rather than one-vs-rest: each pair's gap is a plain difference
+of two groups' running means, so its gradient still comes from the per-group aggregates alone, and two groups give
+exactly the paper's term). :class:`ForestBank` trains many independent models (one per entity) in one loop.
 
 Written as a numba loop with the gradients in closed form (the model has a few hundred parameters, so per-instance
 torch calls would cost far more than the arithmetic); ``tests/test_aranyani.py`` checks the forward pass, the
@@ -117,20 +120,26 @@ class ObliqueForest(Stateful):
 
 @numba.njit(cache=True)
 def fairness_gradients(sums, counts, grad_weight, grad_bias, fairness, delta):  # pragma: no cover - compiled
-    """λ φ(F) (G_1 - G_0) for node weights and biases, from the aggregates of groups 0 and 1 (zeros until both
-    groups have been seen or when λ = 0)."""
-    trees, nodes, features = grad_weight.shape[1], grad_weight.shape[2], grad_weight.shape[3]
+    """λ / P Σ_{a<b} φ(F_ab) (G_b - G_a) for node weights and biases, over the P = k (k - 1) / 2 pairs of the k groups,
+    from the groups' aggregates; a pair counts once both of its groups have been seen (zeros before, or when λ = 0).
+    With two groups it is λ φ(F) (G_1 - G_0)."""
+    groups, trees, nodes, features = grad_weight.shape[0], grad_weight.shape[1], grad_weight.shape[2], grad_weight.shape[3]
     out_weight = np.zeros((trees, nodes, features))
     out_bias = np.zeros((trees, nodes))
-    if fairness == 0.0 or counts[0] == 0 or counts[1] == 0:
+    if fairness == 0.0:
         return out_weight, out_bias
-    for t in range(trees):
-        for i in range(nodes):
-            gap = sums[1, t, i] / counts[1] - sums[0, t, i] / counts[0]
-            slope = gap if abs(gap) < delta else (1.0 if gap > 0 else -1.0)
-            for j in range(features):
-                out_weight[t, i, j] = fairness * slope * (grad_weight[1, t, i, j] - grad_weight[0, t, i, j])
-            out_bias[t, i] = fairness * slope * (grad_bias[1, t, i] - grad_bias[0, t, i])
+    scale = fairness / (groups * (groups - 1) / 2)
+    for a in range(groups):
+        for b in range(a + 1, groups):
+            if counts[a] == 0 or counts[b] == 0:
+                continue
+            for t in range(trees):
+                for i in range(nodes):
+                    gap = sums[b, t, i] / counts[b] - sums[a, t, i] / counts[a]
+                    slope = scale * (gap if abs(gap) < delta else (1.0 if gap > 0 else -1.0))
+                    for j in range(features):
+                        out_weight[t, i, j] += slope * (grad_weight[b, t, i, j] - grad_weight[a, t, i, j])
+                    out_bias[t, i] += slope * (grad_bias[b, t, i] - grad_bias[a, t, i])
     return out_weight, out_bias
 
 
@@ -247,31 +256,35 @@ def _adam_all(weight, bias, logits, g_weight, g_bias, g_logits, moments, steps, 
 
 
 @numba.njit(cache=True)
-def _learn(x, y, groups, weight, bias, logits, ancestors, left, moments, steps, counts, sums, grad_weight, grad_bias,
-           fairness, delta, lr, beta1, beta2, eps, predictions):  # pragma: no cover - compiled
-    trees, nodes, features = weight.shape
+def _learn(x, y, groups, models, weight, bias, logits, ancestors, left, moments, steps, counts, sums, grad_weight,
+           grad_bias, fairness, delta, lr, beta1, beta2, eps, predictions):  # pragma: no cover - compiled
+    """Row by row, on model ``models[row]`` of the bank (every array has the models as its first axis)."""
+    trees, nodes, features = weight.shape[1], weight.shape[2], weight.shape[3]
     for row in range(x.shape[0]):
+        m = models[row]
         # The prediction comes before any update.
-        n, mu, p, f = _predict(x[row], weight, bias, logits, ancestors, left, row, predictions)
+        n, mu, p, f = _predict(x[row], weight[m], bias[m], logits[m], ancestors, left, row, predictions)
         label, group = y[row], groups[row]
         if label < 0:
             continue  # no label yet: predict only
         g_weight, g_bias, g_logits = _cross_entropy_gradients(x[row], label, n, mu, p, f, ancestors, left)
         # Group aggregates, then the fairness gradient from them alone.
-        if group == 0 or group == 1:
-            counts[group] += 1
-            inverse = 1.0 / counts[group]
+        if 0 <= group < counts.shape[1]:
+            counts[m, group] += 1
+            inverse = 1.0 / counts[m, group]
             for t in range(trees):
                 for i in range(nodes):
                     slope = n[t, i] * (1.0 - n[t, i])
-                    sums[group, t, i] += n[t, i]
-                    grad_bias[group, t, i] += (slope - grad_bias[group, t, i]) * inverse
+                    sums[m, group, t, i] += n[t, i]
+                    grad_bias[m, group, t, i] += (slope - grad_bias[m, group, t, i]) * inverse
                     for j in range(features):
-                        grad_weight[group, t, i, j] += (slope * x[row, j] - grad_weight[group, t, i, j]) * inverse
-        fair_weight, fair_bias = fairness_gradients(sums, counts, grad_weight, grad_bias, fairness, delta)
+                        grad_weight[m, group, t, i, j] += (slope * x[row, j] - grad_weight[m, group, t, i, j]) * inverse
+        fair_weight, fair_bias = fairness_gradients(sums[m], counts[m], grad_weight[m], grad_bias[m], fairness, delta)
         g_weight += fair_weight
         g_bias += fair_bias
-        _adam_all(weight, bias, logits, g_weight, g_bias, g_logits, moments, steps, lr, beta1, beta2, eps)
+        _adam_all(weight[m], bias[m], logits[m], g_weight, g_bias, g_logits,
+                  (moments[0][m], moments[1][m], moments[2][m], moments[3][m], moments[4][m], moments[5][m]),
+                  steps[m:m + 1], lr, beta1, beta2, eps)
 
 
 @numba.njit(cache=True)
@@ -319,66 +332,129 @@ def _learn_with_reservoirs(x, y, groups, weight, bias, logits, ancestors, left, 
         _adam_all(weight, bias, logits, g_weight, g_bias, g_logits, moments, steps, lr, beta1, beta2, eps)
 
 
-class FairLearner(Stateful):
-    """Prequential Aranyani training of ``forest``: :meth:`learn` predicts each row, then learns from it.
+class ForestBank(Stateful):
+    """Independent Aranyani learners over the same inputs, one per model index (an entity's, in an operator), trained by
+    one compiled loop: :meth:`learn` takes each row's model. Every model starts from the same seeded parameters (those
+    of ``ObliqueForest(features, 2, trees, depth, seed)``), so a model's results do not depend on its index or on the
+    other models.
 
     Parameters
     ----------
-    forest
-        The :class:`ObliqueForest` to train (updated in place).
+    features
+        Inputs per row.
+    groups
+        k, the number of protected groups (indices ``0 .. k - 1``). The fairness term is the mean of the node-level
+        parity penalties over the k (k - 1) / 2 pairs of groups (pairwise gaps; one pair, the paper's term, when k = 2).
+    trees, depth
+        T trees of depth h (the authors' defaults: 3 and 4).
     fairness
         λ, the weight of the node-level demographic-parity penalty; 0 is plain online training.
     learning_rate
         Adam's step size (the authors': 2e-3).
     delta
         Huber threshold δ of the penalty.
+    seed
+        Seed of the initial parameters.
+    models
+        Models allocated at first (:meth:`resize` adds more).
     """
 
-    def __init__(self, forest: ObliqueForest, fairness: float = 0.0, learning_rate: float = 2e-3,
-                 delta: float = HUBER_DELTA) -> None:
-        self.forest, self.fairness, self.learning_rate, self.delta = forest, float(fairness), float(learning_rate), delta
-        trees, nodes, features = forest.node_weight.shape
-        self.moments = [np.zeros_like(p) for p in forest.parameters() for _ in range(2)]
-        self.steps = np.zeros(1, dtype=np.int64)
-        self.counts = np.zeros(2, dtype=np.int64)
-        self.sums = np.zeros((2, trees, nodes))
-        self.grad_weight = np.zeros((2, trees, nodes, features))
-        self.grad_bias = np.zeros((2, trees, nodes))
+    def __init__(self, features: int, *, groups: int = 2, trees: int = 3, depth: int = 4, fairness: float = 0.0,
+                 learning_rate: float = 2e-3, delta: float = HUBER_DELTA, seed: int = 0, models: int = 1) -> None:
+        if groups < 2:
+            raise ValueError("need at least 2 groups")
+        self.initial = ObliqueForest(features, 2, trees, depth, seed)
+        self.groups, self.fairness, self.learning_rate, self.delta = groups, float(fairness), float(learning_rate), delta
+        self._allocate(models)
 
-    def learn(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:
-        """The prediction for each row (made before learning from it); rows with ``y < 0`` are predicted only, rows
-        with a group other than 0 or 1 learn without entering the fairness aggregates."""
-        stream, predictions = self._stream(x, y, groups)
-        _learn(*stream, *self.forest.parameters(), self.forest.ancestors, self.forest.left, tuple(self.moments),
-               self.steps, self.counts, self.sums, self.grad_weight, self.grad_bias, self.fairness, self.delta,
-               self.learning_rate, *BETAS_EPS, predictions)
+    def _allocate(self, models: int) -> None:
+        forest = self.initial
+        self.parameters = [np.repeat(p[None], models, axis=0) for p in forest.parameters()]
+        self.moments = [np.zeros_like(p) for p in self.parameters for _ in range(2)]
+        self.steps = np.zeros(models, dtype=np.int64)
+        trees, nodes, features = forest.node_weight.shape
+        self.group_counts = np.zeros((models, self.groups), dtype=np.int64)
+        self.group_sums = np.zeros((models, self.groups, trees, nodes))
+        self.group_grad_weight = np.zeros((models, self.groups, trees, nodes, features))
+        self.group_grad_bias = np.zeros((models, self.groups, trees, nodes))
+
+    _STATE = ("parameters", "moments", "steps", "group_counts", "group_sums", "group_grad_weight", "group_grad_bias")
+
+    def _arrays(self) -> list[np.ndarray]:
+        return [*self.parameters, *self.moments, self.steps, self.group_counts, self.group_sums, self.group_grad_weight,
+                self.group_grad_bias]
+
+    @property
+    def models(self) -> int:
+        return len(self.steps)
+
+    def learn(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray, models: np.ndarray | None = None) -> np.ndarray:
+        """The prediction for each row (made before learning from it) by model ``models[row]`` (default 0); rows with
+        ``y < 0`` are predicted only, rows with a group outside ``0 .. k - 1`` learn without entering the fairness
+        aggregates."""
+        n = len(x)
+        models = np.zeros(n, dtype=np.int64) if models is None else np.ascontiguousarray(models, dtype=np.int64)
+        predictions = np.empty(n, dtype=np.int64)
+        _learn(np.ascontiguousarray(x, dtype=np.float64), np.ascontiguousarray(y, dtype=np.int64),
+               np.ascontiguousarray(groups, dtype=np.int64), models, *self.parameters, self.initial.ancestors,
+               self.initial.left, tuple(self.moments), self.steps, self.group_counts, self.group_sums,
+               self.group_grad_weight, self.group_grad_bias, self.fairness, self.delta, self.learning_rate, *BETAS_EPS,
+               predictions)
         return predictions
 
-    @staticmethod
-    def _stream(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
-        """The kernel's input arrays and an array for its predictions."""
-        stream = (np.ascontiguousarray(x, dtype=np.float64), np.ascontiguousarray(y, dtype=np.int64),
-                  np.ascontiguousarray(groups, dtype=np.int64))
-        return stream, np.empty(len(stream[0]), dtype=np.int64)
+    def reset(self, models: np.ndarray) -> None:
+        """Models back to their initial state."""
+        for array in self._arrays():
+            array[models] = 0
+        for mine, initial in zip(self.parameters, self.initial.parameters()):
+            mine[models] = initial
+
+    def resize(self, models: int) -> None:
+        """Room for ``models`` models (the new ones in their initial state); never shrinks."""
+        if models <= self.models:
+            return
+        old = self._arrays()
+        self._allocate(models)
+        for mine, kept in zip(self._arrays(), old):
+            mine[: len(kept)] = kept
+
+    def snapshot(self) -> dict:
+        return {"parameters": [p.copy() for p in self.parameters], "moments": [m.copy() for m in self.moments],
+                **{name: getattr(self, name).copy() for name in self._STATE[2:]}}
+
+    def restore(self, state: dict) -> None:
+        self._allocate(len(state["steps"]))
+        for mine, saved in zip(self._arrays(), [*state["parameters"], *state["moments"],
+                                                *(state[name] for name in self._STATE[2:])]):
+            mine[...] = saved
+
+    def state_bytes(self) -> int:
+        return tensor_bytes(self._arrays())
+
+
+class FairLearner(ForestBank):
+    """Prequential Aranyani training of one ``forest`` (updated in place): :meth:`learn` predicts each row, then learns
+    from it. Parameters as in :class:`ForestBank`; ``counts``, ``sums``, ``grad_weight`` and ``grad_bias`` are the
+    per-group aggregates (count, running sum of node outputs, running means of node-output gradients)."""
+
+    def __init__(self, forest: ObliqueForest, fairness: float = 0.0, learning_rate: float = 2e-3,
+                 delta: float = HUBER_DELTA, groups: int = 2) -> None:
+        self.forest = forest
+        super().__init__(forest.node_weight.shape[2], groups=groups, trees=forest.node_weight.shape[0],
+                         depth=forest.ancestors.shape[1], fairness=fairness, learning_rate=learning_rate, delta=delta)
+
+    def _allocate(self, models: int) -> None:
+        super()._allocate(models)
+        self.parameters = [p[None] for p in self.forest.parameters()]  # views: training updates the forest itself
+
+    counts = property(lambda self: self.group_counts[0])
+    sums = property(lambda self: self.group_sums[0])
+    grad_weight = property(lambda self: self.group_grad_weight[0])
+    grad_bias = property(lambda self: self.group_grad_bias[0])
 
     def fairness_gradients(self) -> tuple[np.ndarray, np.ndarray]:
         """The fairness gradient the next update would add, for node weights and biases."""
         return fairness_gradients(self.sums, self.counts, self.grad_weight, self.grad_bias, self.fairness, self.delta)
-
-    def snapshot(self) -> dict:
-        return {"forest": self.forest.snapshot(), "moments": [m.copy() for m in self.moments],
-                "steps": self.steps.copy(), "counts": self.counts.copy(), "sums": self.sums.copy(),
-                "grad_weight": self.grad_weight.copy(), "grad_bias": self.grad_bias.copy()}
-
-    def restore(self, state: dict) -> None:
-        self.forest.restore(state["forest"])
-        for mine, saved in zip(self.moments, state["moments"]):
-            mine[...] = saved
-        for name in ("steps", "counts", "sums", "grad_weight", "grad_bias"):
-            getattr(self, name)[...] = state[name]
-
-    def state_bytes(self) -> int:
-        return self.forest.state_bytes() + tensor_bytes([*self.moments, self.sums, self.grad_weight, self.grad_bias])
 
 
 class ReservoirFairLearner(FairLearner):
@@ -402,11 +478,12 @@ class ReservoirFairLearner(FairLearner):
         self.rng = np.random.default_rng(seed)
 
     def learn(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:
-        stream, predictions = self._stream(x, y, groups)
-        _learn_with_reservoirs(*stream, *self.forest.parameters(), self.forest.ancestors, self.forest.left,
-                               tuple(self.moments), self.steps, self.reservoirs, self.filled, self.seen,
-                               self.rng.random(len(predictions)), self.fairness, self.learning_rate, *BETAS_EPS,
-                               predictions)
+        predictions = np.empty(len(x), dtype=np.int64)
+        _learn_with_reservoirs(np.ascontiguousarray(x, dtype=np.float64), np.ascontiguousarray(y, dtype=np.int64),
+                               np.ascontiguousarray(groups, dtype=np.int64), *self.forest.parameters(),
+                               self.forest.ancestors, self.forest.left, tuple(m[0] for m in self.moments), self.steps,
+                               self.reservoirs, self.filled, self.seen, self.rng.random(len(predictions)),
+                               self.fairness, self.learning_rate, *BETAS_EPS, predictions)
         return predictions
 
     def snapshot(self) -> dict:

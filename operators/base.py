@@ -11,7 +11,10 @@ are declared with :func:`operators.params.param`, so bounds, choices and units a
   entities; a slot may be handed to a new entity right after);
 * ``snapshot()``, ``restore(state)`` and ``state_bytes()``: the state vocabulary of
   :class:`kernels.state.Stateful`, shared with kernels and alerting;
-* ``contract_cases()``: cheap fields and params on which the shared contract suite runs it.
+* ``contract_cases()``: cheap fields and params on which the shared contract suite runs it;
+* ``readings()`` and ``combine(sums)`` (optional): values for the engine's metrics, as :class:`Reading` records: counter
+  totals and gauges of the shard, which the engine adds up over a process's shards, and gauges derived from those sums
+  (a rate from summed counts).
 
 :class:`ScoringOperator` is the outlier operators' base: a subclass scores, the base turns scores into
 calibrated p-values and alerts (:mod:`operators.alerting`).
@@ -21,7 +24,7 @@ Operators never import the streaming engine: they are tested and benchmarked on 
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 from collections.abc import Sequence
 
 import numpy as np
@@ -32,6 +35,14 @@ from operators.alerting import CalibratedAlerting
 from operators.batch import P_VALUE_SUFFIX, SCORE_PREFIX, Batch
 from operators.event import Alert, alert_id, format_ts
 from operators.params import ParamError, validate
+
+
+class Reading(NamedTuple):
+    """One value an operator reports for the engine's metrics (families declared in ``pipeline.engine.metrics``)."""
+
+    metric: str  # the family, e.g. vigil_fairness_labels_total
+    labels: tuple[str, ...]  # label values after the operator's name: bounded (outcomes, configured groups)
+    value: float  # a counter's total so far, or a gauge's value
 
 
 class Operator(Stateful):
@@ -71,6 +82,14 @@ class Operator(Stateful):
     def text_inputs(self) -> tuple[str, ...]:
         """Event fields this operator reads as text."""
         return ()
+
+    def readings(self) -> list[Reading]:
+        """This shard's counter totals and additive gauges (none by default)."""
+        return []
+
+    def combine(self, sums: dict[tuple[str, tuple[str, ...]], float]) -> list[Reading]:
+        """Gauges derived from :meth:`readings` summed over shards, keyed by (metric, labels) (none by default)."""
+        return []
 
     @abstractmethod
     def process(self, batch: Batch) -> list[Alert]:

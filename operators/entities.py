@@ -175,3 +175,54 @@ class EntityIndex(Stateful):
         entry = sys.getsizeof([0, 0]) + 2 * sys.getsizeof(2**40)
         keys = sum(map(sys.getsizeof, self.live))
         return sys.getsizeof(self.live) + keys + len(self.live) * entry + sys.getsizeof(self.free)
+
+
+class ModelIndex(Stateful):
+    """Model indices for the entity slots that need a model, handed out on first use and taken back on eviction, for
+    operators whose per-entity state is large and only some entities use (a decision process among services).
+
+    >>> models = ModelIndex()
+    >>> models.assign(np.array([7, 2, 7]))[0].tolist(), models.assign(np.array([2, 5]))
+    ([1, 0, 1], (array([0, 2]), array([2])))
+    >>> models.release(np.array([7])).tolist(), models.assign(np.array([9]))[0].tolist()  # 9 reuses 7's model
+    ([1], [1])
+    """
+
+    def __init__(self) -> None:
+        self.of_slot = np.full(0, -1, dtype=np.int64)
+        self.free: list[int] = []
+        self.count = 0  # models ever handed out
+
+    def assign(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The model of each slot (new slots get one, a freed model first) and the models just handed out (to be
+        reset by the caller)."""
+        if len(slots) and slots.max() >= len(self.of_slot):
+            self.of_slot = np.r_[self.of_slot, np.full(max(int(slots.max()) + 1, 2 * len(self.of_slot)) - len(self.of_slot),
+                                                       -1, dtype=np.int64)]
+        missing = np.unique(slots[self.of_slot[slots] < 0])
+        reused = min(len(missing), len(self.free))
+        fresh = np.r_[np.array(self.free[len(self.free) - reused:][::-1], dtype=np.int64),
+                      np.arange(self.count, self.count + len(missing) - reused, dtype=np.int64)]
+        del self.free[len(self.free) - reused:]
+        self.count += len(missing) - reused
+        self.of_slot[missing] = fresh
+        return self.of_slot[slots], fresh
+
+    def release(self, slots: np.ndarray) -> np.ndarray:
+        """Take back the models of these slots; returns them."""
+        slots = slots[slots < len(self.of_slot)]
+        freed = self.of_slot[slots][self.of_slot[slots] >= 0]
+        self.of_slot[slots] = -1
+        self.free.extend(freed.tolist())
+        return freed
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"of_slot": self.of_slot.copy(), "free": list(self.free), "count": self.count}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.of_slot = np.array(state["of_slot"], dtype=np.int64)
+        self.free = [int(m) for m in state["free"]]
+        self.count = int(state["count"])
+
+    def state_bytes(self) -> int:
+        return self.of_slot.nbytes + 8 * len(self.free)

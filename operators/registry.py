@@ -40,6 +40,8 @@ class _OperatorTypes(Mapping[str, type[Operator]]):
         "ape": "operators.ape:ApeOperator",
         "drift": "operators.drift:DriftOperator",
         "cnn": "operators.cnn:CnnOperator",
+        "fair_decision": "operators.fair_decision:FairDecisionOperator",
+        "fairness_monitor": "operators.fairness_monitor:FairnessMonitorOperator",
     }
 
     def __getitem__(self, name: str) -> type[Operator]:

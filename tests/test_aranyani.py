@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from kernels.aranyani import HUBER_DELTA, FairLearner, ObliqueForest, ReservoirFairLearner, leaf_paths
+from kernels.aranyani import HUBER_DELTA, FairLearner, ForestBank, ObliqueForest, ReservoirFairLearner, leaf_paths
 from pipeline.evaluation.fairness import encode_table, evaluate_method, read_table
 
 
@@ -162,3 +162,39 @@ def test_the_reservoir_baseline_is_plain_training_at_lambda_zero_and_keeps_bound
     assert stored.filled.tolist() == [20, 20] and stored.seen.tolist() == [int((groups == 0).sum()), int(groups.sum())]
     kept = {tuple(row) for row in stored.reservoirs.reshape(-1, 3)}
     assert kept <= {tuple(row) for row in x}  # reservoirs hold past inputs only
+
+
+def test_more_than_two_groups_use_the_mean_of_pairwise_gaps_and_match_autograd():
+    forest = ObliqueForest(features=3, trees=2, depth=3, seed=3)
+    learner = FairLearner(forest, fairness=4.0, learning_rate=0.0, groups=3)
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(400, 3))
+    groups = np.digitize(x[:, 1] + rng.normal(size=400), [-0.5, 0.5])  # three groups tied to the inputs
+    learner.learn(x, rng.integers(0, 2, 400), groups)
+    weight, bias, logits = torch_parts(forest)
+    n, _, _ = torch_forward(weight, bias, logits, torch.tensor(x), 3)
+    means = [n[torch.tensor(groups == g)].mean(dim=0) for g in range(3)]
+    pairs = [(a, b) for a in range(3) for b in range(a + 1, 3)]
+    (4.0 * sum(huber(means[b] - means[a], HUBER_DELTA).sum() for a, b in pairs) / len(pairs)).backward()
+    online_weight, online_bias = learner.fairness_gradients()
+    assert np.allclose(online_weight, weight.grad.numpy(), atol=1e-9)
+    assert np.allclose(online_bias, bias.grad.numpy(), atol=1e-9)
+
+
+def test_a_bank_trains_each_model_as_if_alone_and_reset_models_start_over():
+    rng = np.random.default_rng(10)
+    x, y, groups = rng.normal(size=(600, 3)), rng.integers(0, 2, 600), rng.integers(0, 2, 600)
+    models = rng.integers(0, 3, 600)
+    bank = ForestBank(3, fairness=5.0, seed=4, models=3)
+    predictions = bank.learn(x, y, groups, models)
+    for m in range(3):
+        alone = ForestBank(3, fairness=5.0, seed=4)
+        rows = models == m
+        assert alone.learn(x[rows], y[rows], groups[rows]).tolist() == predictions[rows].tolist()
+        assert np.array_equal(alone.parameters[0][0], bank.parameters[0][m])
+    bank.reset(np.array([1]))
+    bank.resize(5)
+    first = ForestBank(3, fairness=5.0, seed=4).learn(x[:50], y[:50], groups[:50])
+    for m in (1, 4):  # reset, and allocated by the resize: both start from the initial parameters
+        assert bank.learn(x[:50], y[:50], groups[:50], np.full(50, m)).tolist() == first.tolist()
+    assert bank.models == 5

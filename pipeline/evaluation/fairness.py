@@ -27,6 +27,7 @@ import numpy as np
 
 from kernels.adam import BETAS_EPS, adam_step
 from kernels.aranyani import FairLearner, ObliqueForest, ReservoirFairLearner
+from kernels.standardise import RunningStandardiser
 
 
 def read_table(path: str | Path) -> dict[str, list[str]]:
@@ -37,20 +38,9 @@ def read_table(path: str | Path) -> dict[str, list[str]]:
     return {name: [row[i] for row in body] for i, name in enumerate(header)}
 
 
-@numba.njit(cache=True)
-def running_standardise(values):  # pragma: no cover - compiled
-    """Each row standardised with the mean and standard deviation of the rows before it (Welford's update)."""
-    out = np.empty_like(values)
-    mean = np.zeros(values.shape[1])
-    m2 = np.zeros(values.shape[1])
-    for row in range(values.shape[0]):
-        for col in range(values.shape[1]):
-            std = np.sqrt(m2[col] / row) if row > 1 else 0.0
-            out[row, col] = (values[row, col] - mean[col]) / (std if std > 0 else 1.0)
-            delta = values[row, col] - mean[col]
-            mean[col] += delta / (row + 1)
-            m2[col] += delta * (values[row, col] - mean[col])
-    return out
+def running_standardise(values: np.ndarray) -> np.ndarray:
+    """Each row standardised with the mean and standard deviation of the rows before it."""
+    return RunningStandardiser(values.shape[1]).transform(values)
 
 
 def _binary(values: list[str], name: str) -> np.ndarray:

@@ -2,13 +2,14 @@
 
 Each operator type supplies cheap fields and params (``contract_cases``); every check runs each case inside an
 ``OperatorChain`` (which owns the shard's entity index) over one multi-entity stream with numeric fields
-``x0..x2``, text fields ``c0..c2``, groups, gaps and spikes. Outputs compared are every published score
+``x0..x2``, text fields ``c0..c2``, groups, ids, delayed labels, gaps and spikes. Outputs compared are every published score
 column (bit for bit, NaN included) and the alerts.
 """
 from __future__ import annotations
 
 import itertools
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -26,8 +27,11 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small tensors: extra
 
 
 def stream(n: int = N, *, entities: int = 12, seed: int = 0, first: int = 0, keys=None) -> list[Event]:
-    """Entities on their own scales with spikes, level shifts, missing and text values, structured categories and groups."""
+    """Entities on their own scales with spikes, level shifts, missing and text values, structured categories, groups,
+    event ids and delayed labels."""
     rng = np.random.default_rng(seed)
+    label_rng = np.random.default_rng(seed + 1000)  # its own stream: the fields stay those of earlier versions
+    decided: dict[str, list[tuple[str, int]]] = {}
     events = []
     for i in range(first, first + n):
         e = int(rng.integers(entities)) if keys is None else None
@@ -48,8 +52,18 @@ def stream(n: int = N, *, entities: int = 12, seed: int = 0, first: int = 0, key
             fields["x2"] = "n/a"
         elif roll < 0.06:
             del fields["c1"]
+        group = ("g0", "g1", None)[i % 3]
+        # Decisions with ids; some events carry the label of an earlier decision of their entity, a few their own label.
+        waiting = decided.setdefault(key, [])
+        event_id, label, roll = f"r{i}", None, label_rng.random()
+        if roll < 0.35 and waiting:
+            event_id, label = waiting.pop(int(label_rng.integers(len(waiting))))
+        elif roll < 0.43:
+            event_id, label = None, int(x[0] + 0.5 * x[1] > level)
+        else:
+            waiting.append((event_id, int(x[0] + 0.5 * x[1] > level + (1.0 if group == "g1" else 0.0))))
         events.append(Event(key, 1_767_225_600_000 + i * 1000, fields, SourcePosition(topic="t", partition=0, offset=i),
-                            group=("g0", "g1", None)[i % 3]))
+                            group=group, id=event_id, label=label))
     return events
 
 
@@ -84,7 +98,7 @@ def assert_same(a: tuple, b: tuple, rows: slice = slice(None)) -> None:
 
 
 def test_every_registered_type_is_covered():
-    assert TYPES == ["ape", "apre_mss", "cnn", "drift", "hst", "zscore"]
+    assert TYPES == ["ape", "apre_mss", "cnn", "drift", "fair_decision", "fairness_monitor", "hst", "zscore"]
     assert len(CASES) >= len(TYPES)
 
 
@@ -144,9 +158,10 @@ def returning_entity_stream(rename_early: bool) -> list[Event]:
     """Entity "back" appears, then 40 others (one after another), then "back" again, 1 s apart;
     with ``rename_early`` its early events belong to another entity, so its return is its first appearance."""
     keys = ["back"] * 120 + [f"other-{i // 8}" for i in range(320)] + ["back"] * 120
-    if rename_early:
-        keys[:120] = ["early"] * 120
-    return stream(len(keys), keys=keys, seed=5)
+    events = stream(len(keys), keys=keys, seed=5)
+    if rename_early:  # after drawing the stream, so that both versions carry the same ids and labels
+        events[:120] = [msgspec.structs.replace(event, key="early") for event in events[:120]]
+    return events
 
 
 @pytest.mark.parametrize("case", CASES)
