@@ -87,7 +87,7 @@ def _gap(positives, counts, min_count, z):  # pragma: no cover - compiled
             rate = positives[g] / counts[g]
             if high < 0 or rate > positives[high] / counts[high]:
                 high = g
-            if low < 0 or rate < positives[low] / counts[low]:
+            if low < 0 or rate <= positives[low] / counts[low]:  # the last of equal rates: a gap of 0, not none
                 low = g
     if high < 0 or high == low:
         return math.nan, math.nan, math.nan, -1, -1

@@ -86,7 +86,7 @@ class FairDecisionOperator(Operator):
 
     @classmethod
     def contract_cases(cls) -> list[tuple[list[str], FairDecisionParams]]:
-        labels = LabelParams(ttl_seconds=30.0, max_pending=64)
+        labels = LabelParams(ttl_seconds=120.0, max_pending=64)
         return [(["x0", "x1", "x2"], FairDecisionParams(groups=["g0", "g1"], fairness=10.0, labels=labels)),
                 (["x0", "x1"], FairDecisionParams(groups=["g1", "g0", "g9"], fairness=1.0, depth=2, labels=labels))]
 

@@ -99,10 +99,10 @@ class FairnessMonitorOperator(Operator):
 
     @classmethod
     def contract_cases(cls) -> list[tuple[list[str], FairnessMonitorParams]]:
-        labels = LabelParams(ttl_seconds=30.0, max_pending=64)
+        labels = LabelParams(ttl_seconds=120.0, max_pending=64)
         return [(["x0"], FairnessMonitorParams(groups=["g0", "g1"], threshold=12.0, window=40, min_decisions=5,
                                                parity_bound=0.05, opportunity_bound=0.05, labels=labels)),
-                (["x1"], FairnessMonitorParams(groups=["g1", "g0", "g2"], threshold=8.0, window=25, min_decisions=3,
+                (["x1"], FairnessMonitorParams(groups=["g1", "g0", "g2"], threshold=8.0, window=25, min_decisions=2,
                                                evidence="estimate", labels=labels))]
 
     def process(self, batch: Batch) -> list[Alert]:

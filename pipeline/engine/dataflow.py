@@ -76,20 +76,22 @@ class Router:
         return [(str(int(shard[rows[0]])), batch.take(rows)) for rows in np.split(order, bounds) if len(rows)]
 
 
-class ScoredEvent(msgspec.Struct):
-    """One valid event with the score each scoring operator gave it (null where it was not scored)."""
+class ScoredEvent(msgspec.Struct, omit_defaults=True):
+    """One valid event with the value each operator published for it (null where none: a score, a p-value, a decision),
+    and the event's id when it has one (a decision's consumer finds its application by it)."""
 
     key: str
     ts: str
     source: SourcePosition
     scores: dict[str, float | None]
+    id: str | None = None
 
 
 def scored_events(batch: Batch) -> list[ScoredEvent]:
     columns = {name: [None if math.isnan(v) else v for v in values.tolist()] for name, values in batch.scores.items()}
     return [
-        ScoredEvent(key, format_ts(ts), batch.source(row), {name: column[row] for name, column in columns.items()})
-        for row, (key, ts) in enumerate(zip(batch.keys.tolist(), batch.ts_ms.tolist()))
+        ScoredEvent(key, format_ts(ts), batch.source(row), {name: column[row] for name, column in columns.items()}, event_id)
+        for row, (key, ts, event_id) in enumerate(zip(batch.keys.tolist(), batch.ts_ms.tolist(), batch.ids.tolist()))
     ]
 
 
@@ -139,6 +141,8 @@ class ShardLogic(StatefulBatchLogic[Batch, "Alert | ScoredEvent", dict]):
             chain.restore(resume["chain"])
             self._add([Batch.from_plain(part) for part in resume["pending"]])
         self.evictions_reported = dict(chain.entities.evicted)  # this process counts its own evictions only
+        for operator in chain.operators:  # and its own operator counts
+            metrics.report_readings(operator, id(self), baseline=True)
 
     def _add(self, parts: list[Batch]) -> None:
         now = time.monotonic()
@@ -178,11 +182,12 @@ class ShardLogic(StatefulBatchLogic[Batch, "Alert | ScoredEvent", dict]):
                     self.metrics.drift.labels(alert.operator, field).inc()
         return [*alerts, *scored_events(batch)] if self.emit_scores else alerts
 
-    def _report_state_bytes(self, now: float) -> None:
+    def _report_state(self, now: float) -> None:
         # Walking an operator's state is not free (HST counts Python objects): at most once a second.
         self.state_reported_at = now
         for operator in self.chain.operators:
             self.metrics.report_state_bytes(operator.name, id(self), operator.state_bytes())
+            self.metrics.report_readings(operator, id(self))
         self.metrics.report_entities(id(self), len(self.chain.entities))
 
     def _drain(self, everything: bool) -> list[Alert | ScoredEvent]:
@@ -197,7 +202,7 @@ class ShardLogic(StatefulBatchLogic[Batch, "Alert | ScoredEvent", dict]):
             alerts.extend(self._process(batch))
         now = time.monotonic()
         if now - self.state_reported_at >= STATE_REPORT_SECONDS:
-            self._report_state_bytes(now)
+            self._report_state(now)
         if not self.pending_rows:
             self.deadline = None
         elif self.deadline is None:
@@ -213,7 +218,7 @@ class ShardLogic(StatefulBatchLogic[Batch, "Alert | ScoredEvent", dict]):
 
     def on_eof(self) -> tuple[Iterable[Alert | ScoredEvent], bool]:
         outputs = self._drain(everything=True)
-        self._report_state_bytes(time.monotonic())  # the final metrics show the final state
+        self._report_state(time.monotonic())  # the final metrics show the final state
         return outputs, StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:

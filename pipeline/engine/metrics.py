@@ -9,6 +9,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest, start_http_server
 
 from kernels import profiling
+from operators.base import Operator
 from pipeline.engine.decode import REASONS
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
@@ -16,6 +17,29 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 LAG_BUCKETS = (0.01, 0.05, 0.25, 1, 5, 30, 120, 600, 3600, 21600, 86400, 604800, 2592000, 31536000)
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 KERNEL_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+# Families operators report through ``Operator.readings`` / ``combine``: type, help, label names after "operator".
+OPERATOR_FAMILIES: dict[str, tuple[type, str, tuple[str, ...]]] = {
+    "vigil_fairness_labels_total": (
+        Counter, "Labels of decisions by outcome (joined: matched its waiting decision; late: no decision was waiting "
+                 "for it; never: a decision stopped waiting unlabelled).", ("outcome",)),
+    "vigil_fairness_pending_decisions": (Gauge, "Decisions waiting for their labels.", ()),
+    "vigil_fairness_decisions_total": (Counter, "Decisions seen by a fairness monitor, per group.", ("group", "decision")),
+    "vigil_fairness_labelled_decisions_total": (
+        Counter, "Decisions whose label arrived, per group, by whether the decision matched it.", ("group", "outcome")),
+    "vigil_fairness_window_decisions": (
+        Gauge, "Decisions in a fairness monitor's sliding windows (window=parity: all decisions; opportunity: decisions "
+               "on truly positive instances), per group, summed over entities and shards.", ("group", "window")),
+    "vigil_fairness_window_positive_decisions": (
+        Gauge, "Positive decisions in a fairness monitor's sliding windows, per group (as vigil_fairness_window_decisions).",
+        ("group", "window")),
+    "vigil_fairness_positive_ratio": (
+        Gauge, "Positive rate (window=parity) or true-positive rate (opportunity) per group over this process's windows, "
+               "with its Wilson interval (bound=estimate, lower, upper).", ("group", "window", "bound")),
+    "vigil_fairness_gap_ratio": (
+        Gauge, "Highest minus lowest group rate (gap=parity: demographic parity; opportunity: equal opportunity) over this "
+               "process's windows, with its Newcombe interval (bound=estimate, lower, upper).", ("gap", "bound")),
+}
 
 
 class Metrics:
@@ -63,6 +87,9 @@ class Metrics:
         self.entities_evicted = Counter(
             "vigil_entities_evicted_total", "Entities whose state was freed, by rule (ttl: idle too long in event time; "
             "capacity: least recently seen when a shard was full).", ["reason"], registry=r)
+        self.operator_families = {name: kind(name, doc, ["operator", *labels], registry=r)
+                                  for name, (kind, doc, labels) in OPERATOR_FAMILIES.items()}
+        self._readings: dict[tuple[str, int], dict[tuple[str, tuple[str, ...]], float]] = {}
         self._state_bytes: dict[tuple[str, int], int] = {}
         self._live_entities: dict[int, int] = {}
         self.build = Info("vigil_build", "Vigil build information.", registry=r)
@@ -83,6 +110,29 @@ class Metrics:
         """One shard's live entities; the gauge shows the sum over shards."""
         self._live_entities[shard] = live
         self.entities.set(sum(self._live_entities.values()))
+
+    def report_readings(self, operator: Operator, shard: int, *, baseline: bool = False) -> None:
+        """One shard's readings of ``operator``: counters grow by the shard's increase since its last report (its first
+        report, ``baseline``, only records the totals it restored), gauges show the sum over shards, then the operator's
+        gauges derived from those sums."""
+        current = {(r.metric, r.labels): r.value for r in operator.readings()}
+        previous = self._readings.get((operator.name, shard), current if baseline else {})
+        self._readings[(operator.name, shard)] = current
+        sums: dict[tuple[str, tuple[str, ...]], float] = {}
+        for (name, _), values in self._readings.items():
+            if name == operator.name:
+                for key, value in values.items():
+                    sums[key] = sums.get(key, 0) + value
+        for (metric, labels), value in sums.items():
+            family = self.operator_families[metric].labels(operator.name, *labels)
+            if isinstance(family, Counter):
+                increase = current.get((metric, labels), 0) - previous.get((metric, labels), 0)
+                if increase > 0:
+                    family.inc(increase)
+            else:
+                family.set(value)
+        for metric, labels, value in operator.combine(sums):
+            self.operator_families[metric].labels(operator.name, *labels).set(value)
 
     def observe_kernel(self, kernel: str, device: str, seconds: float) -> None:
         self.kernel_seconds.labels(kernel, device).observe(seconds)
