@@ -9,8 +9,8 @@ force when the event arrives. The label arrives later, in an event with the same
 decisions); the forest then takes one Adam step on the joined pair: cross-entropy plus λ times the node-level
 demographic-parity penalty, from running per-group aggregates (:mod:`kernels.aranyani`). An event with a label and
 features but no id is a decision whose label is known at once (a backtest over a labelled table): decided, then
-learned. Inputs are standardised with the entity's running mean and standard deviation of earlier decisions (no
-look-ahead). Groups come from the configured list ``groups``; events of another group are decided and learned from
+learned. The inputs (the fields and, with ``group_input``, the group one-hot) are standardised with the entity's running
+mean and standard deviation of earlier decisions (no look-ahead). Groups come from the configured list ``groups``; events of another group are decided and learned from
 without entering the fairness terms. More than two groups: the penalty is the mean of the pairwise gaps.
 
 Each entity with decisions gets its own forest (all start from the same seeded parameters), so the results do not
@@ -26,7 +26,7 @@ depend on the shard count; the events of one decision process must share a key. 
 >>> batch = Batch.from_events(events)
 >>> _ = op.process(batch)
 >>> batch.scores["credit"].tolist()[:4], op.join.totals["joined"]
-([1.0, 1.0, 1.0, 1.0], 1)
+([0.0, 1.0, 1.0, 1.0], 1)
 
 References
 ----------
@@ -63,6 +63,9 @@ class FairDecisionParams:
     learning_rate: float = param(2e-3, "Adam's step size", min=1e-9, max=1.0)
     delta: float = param(HUBER_DELTA, "Huber threshold δ of the parity penalty (tail slope 1 beyond it)", min=1e-9)
     seed: int = param(0, "seed of the forest's initial parameters (the same for every entity)", min=0)
+    group_input: bool = param(True, "also feed the group (one-hot) to the forest, as in the paper's setup: the model can "
+                                    "then close the gap by group rather than by deciding alike for everyone (turn off "
+                                    "where decisions must not read the protected attribute)")
     labels: LabelParams = param(LabelParams(), "delayed labels: positive values, wait and bound")
 
 
@@ -77,24 +80,28 @@ class FairDecisionOperator(Operator):
         if not self.fields:
             raise ParamError("fields", "needs at least one numeric input field")
         self.positive = frozenset(params.labels.positive)
-        self.forests = ForestBank(len(self.fields), groups=len(params.groups), trees=params.trees, depth=params.depth,
+        inputs = len(self.fields) + (len(params.groups) if params.group_input else 0)
+        self.forests = ForestBank(inputs, groups=len(params.groups), trees=params.trees, depth=params.depth,
                                   fairness=params.fairness, learning_rate=params.learning_rate, delta=params.delta,
                                   seed=params.seed)
-        self.scaler = RunningStandardiser(len(self.fields))
+        self.scaler = RunningStandardiser(inputs)
         self.models = ModelIndex()
-        self.join = LabelJoin(int(params.labels.ttl_seconds * 1000), params.labels.max_pending, len(self.fields))
+        self.join = LabelJoin(int(params.labels.ttl_seconds * 1000), params.labels.max_pending, inputs)
 
     @classmethod
     def contract_cases(cls) -> list[tuple[list[str], FairDecisionParams]]:
         labels = LabelParams(ttl_seconds=120.0, max_pending=64)
         return [(["x0", "x1", "x2"], FairDecisionParams(groups=["g0", "g1"], fairness=10.0, labels=labels)),
-                (["x0", "x1"], FairDecisionParams(groups=["g1", "g0", "g9"], fairness=1.0, depth=2, labels=labels))]
+                (["x0", "x1"], FairDecisionParams(groups=["g1", "g0", "g9"], fairness=1.0, depth=2, group_input=False,
+                                                  labels=labels))]
 
     def process(self, batch: Batch) -> list[Alert]:
         x = batch.matrix(self.fields)
         labels = label_codes(batch.label, self.positive)
         groups = group_codes(batch.group, self.params.groups)
         complete = ~np.isnan(x).any(axis=1)
+        if self.params.group_input:
+            x = np.column_stack([x, groups[:, None] == np.arange(len(self.params.groups))])
         has_id = batch.ids != None  # noqa: E711 - element-wise
         decide = complete & ((labels < 0) | ~has_id)  # a labelled event without an id is decided and learned at once
         decided = np.flatnonzero(decide)
@@ -103,7 +110,7 @@ class FairDecisionOperator(Operator):
             self._ensure_models(int(fresh.max()) + 1)
             self.forests.reset(fresh)
             self.scaler.reset(fresh)
-        inputs = np.zeros((len(batch), len(self.fields)))
+        inputs = np.zeros_like(x)
         inputs[decided] = self.scaler.transform(x[decided], models)
         joined = self.join.join(batch, decided=decide & (labels < 0), payload=inputs, groups=groups, labels=labels)
         # One stream in row order: decisions (predicted only, or learned at once) and joined labels (learned).

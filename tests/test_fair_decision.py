@@ -60,13 +60,14 @@ def reference(x, group, label, delay, never, ttl_s=TTL_S):
     n, decisions = len(x), {}
     for desk in (0, 1):
         apps = np.arange(desk, n, 2)
-        scaled = RunningStandardiser(2).transform(x[apps])
+        inputs = np.column_stack([x[apps], group[apps] == 0, group[apps] == 1])  # the fields, then the group one-hot
+        scaled = RunningStandardiser(4).transform(inputs)
         events = [(START + i * 1000, 0, k) for k, i in enumerate(apps)]
         events += [(START + (i + int(delay[i])) * 1000, 1, k) for k, i in enumerate(apps) if not never[i] and delay[i] <= ttl_s]
         events.sort()
         rows = [k for _, _, k in events]
         targets = [label[apps[k]] if kind else -1 for _, kind, k in events]
-        forest = ForestBank(2, fairness=10.0, seed=0)
+        forest = ForestBank(4, fairness=10.0, seed=0)
         predictions = forest.learn(scaled[rows], np.array(targets), group[apps][rows])
         for (_, kind, k), prediction in zip(events, predictions):
             if not kind:

@@ -27,6 +27,7 @@ import msgspec
 import numpy as np
 
 from operators.event import format_ts, parse_ts_ms
+from pipeline.demo.applicants import DESK, ApplicantStream
 from pipeline.demo.heartbeat import HeartbeatSignal
 
 FIELDS = ("cpu", "latency_ms", "requests", "error_rate")
@@ -94,6 +95,7 @@ class SyntheticStream:
         start: str = "2026-01-01T00:00:00Z",
         interval_seconds: float = 60.0,
         max_event_bytes: int = 65536,
+        applications_per_tick: float = 0.0,
     ) -> None:
         self.events = events
         self.n_entities = entities
@@ -111,6 +113,19 @@ class SyntheticStream:
         self._noise_seed = int(rng.integers(2**63))
         self.corrupt_at = self._corruptions(rng)
         self.heartbeat = HeartbeatSignal(entities=entities, samples=self.ticks, seed=seed)
+        self.applicants = ApplicantStream(applications=int(round(applications_per_tick * self.ticks)),
+                                          start_ms=self.start_ms, span_ms=self.ticks * self.interval_ms, seed=seed)
+        # Decision-stream events go out after the service metrics of the tick they fall in.
+        encoder = msgspec.json.Encoder()
+        self._decisions: dict[int, list[tuple[int, bytes]]] = {}
+        for ts, event in self.applicants.events():
+            tick = (ts - self.start_ms) // self.interval_ms
+            if tick < self.ticks:
+                self._decisions.setdefault(tick, []).append((ts, encoder.encode(event)))
+        per_tick = np.bincount(list(self._decisions), weights=[len(v) for v in self._decisions.values()],
+                               minlength=self.ticks + 1) if self._decisions else np.zeros(self.ticks + 1)
+        self._decisions_before = np.r_[0, np.cumsum(per_tick)].astype(np.int64)  # decision events before each tick
+        self.records = events + int(self._decisions_before[self.ticks])  # everything on the wire
 
     # ---- schedule ----
 
@@ -181,38 +196,44 @@ class SyntheticStream:
         return values, labels
 
     def payloads(self, start: int = 0, chunk_ticks: int = 512) -> Iterator[SyntheticRecord]:
-        """Every event from offset ``start`` on, as it goes on the wire."""
+        """Every record from offset ``start`` on, as it goes on the wire: each tick's service metrics, then the decision
+        stream's events of that tick."""
         noise_rng = np.random.default_rng(self._noise_seed)
         encoder = msgspec.json.Encoder()
         for first in range(0, self.ticks, chunk_ticks):
             last = min(first + chunk_ticks, self.ticks)
             values, labels = self._values(first, last, noise_rng)   # always drawn: keeps the noise sequence fixed
-            if (last * self.n_entities) <= start:
+            if min(last * self.n_entities, self.events) + self._decisions_before[last] <= start:
                 continue
             rounded = np.round(values, 4)
             ecg = np.round(self.heartbeat.values[first:last], 4)
             for tick in range(first, last):
-                for entity in range(self.n_entities):
-                    offset = tick * self.n_entities + entity
-                    if offset < start:
-                        continue
-                    if offset >= self.events:
-                        return
-                    event = {
-                        "key": self.keys[entity],
-                        # Half of the entities send RFC 3339 strings, half epoch milliseconds.
-                        "ts": format_ts(self._ts(tick, entity)) if entity % 2 else self._ts(tick, entity),
-                        "fields": {**dict(zip(FIELDS, rounded[tick - first, entity].tolist())),
-                                   "ecg": float(ecg[tick - first, entity])},
-                    }
-                    label = labels[tick - first, entity]
-                    if label:
-                        event["label"] = KINDS[label - 1]
-                    payload = encoder.encode(event)
-                    corruption = self.corrupt_at.get(offset)
-                    if corruption is not None:
-                        payload = self._corrupt(payload, corruption, event)
-                    yield SyntheticRecord(offset, self.keys[entity], self._ts(tick, entity), payload)
+                offset = min(tick * self.n_entities, self.events) + int(self._decisions_before[tick])
+                for entity in range(min(self.n_entities, self.events - tick * self.n_entities)):
+                    if offset >= start:
+                        yield self._metric_record(offset, tick, entity, rounded[tick - first, entity],
+                                                  float(ecg[tick - first, entity]), labels[tick - first, entity], encoder)
+                    offset += 1
+                for ts, payload in self._decisions.get(tick, ()):
+                    if offset >= start:
+                        yield SyntheticRecord(offset, DESK, ts, payload)
+                    offset += 1
+
+    def _metric_record(self, offset: int, tick: int, entity: int, values: np.ndarray, ecg: float, label: int,
+                       encoder: msgspec.json.Encoder) -> SyntheticRecord:
+        event = {
+            "key": self.keys[entity],
+            # Half of the entities send RFC 3339 strings, half epoch milliseconds.
+            "ts": format_ts(self._ts(tick, entity)) if entity % 2 else self._ts(tick, entity),
+            "fields": {**dict(zip(FIELDS, values.tolist())), "ecg": ecg},
+        }
+        if label:
+            event["label"] = KINDS[label - 1]
+        payload = encoder.encode(event)
+        corruption = self.corrupt_at.get(tick * self.n_entities + entity)
+        if corruption is not None:
+            payload = self._corrupt(payload, corruption, event)
+        return SyntheticRecord(offset, self.keys[entity], self._ts(tick, entity), payload)
 
     def _corrupt(self, payload: bytes, kind: str, event: dict) -> bytes:
         if kind == "truncated":
