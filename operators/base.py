@@ -50,6 +50,7 @@ class Operator(Stateful):
 
     kind: ClassVar[str]
     Params: ClassVar[type]
+    publishes: ClassVar[tuple[str, ...]] = ()  # the columns it publishes: score:<name><suffix> for each suffix
 
     def __init__(self, name: str, fields: Sequence[str], params: Any) -> None:
         validate(params)
@@ -127,6 +128,7 @@ class ScoringOperator(Operator):
     """
 
     kind: ClassVar[str] = "outlier"
+    publishes: ClassVar[tuple[str, ...]] = ("", P_VALUE_SUFFIX)
 
     def __init__(self, name: str, fields: Sequence[str], params: Any) -> None:
         super().__init__(name, fields, params)

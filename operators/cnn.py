@@ -77,6 +77,7 @@ class CnnParams:
 
 class CnnOperator(Operator):
     kind: ClassVar[str] = "cnn"
+    publishes: ClassVar[tuple[str, ...]] = ("",)
     Params: ClassVar[type] = CnnParams
 
     def __init__(self, name: str, fields: Sequence[str], params: CnnParams) -> None:

@@ -71,6 +71,7 @@ class FairDecisionParams:
 
 class FairDecisionOperator(Operator):
     kind: ClassVar[str] = "decision"
+    publishes: ClassVar[tuple[str, ...]] = ("",)
     Params: ClassVar[type] = FairDecisionParams
 
     def __init__(self, name: str, fields: Sequence[str], params: FairDecisionParams) -> None:

@@ -79,6 +79,7 @@ class FairnessMonitorParams:
 
 class FairnessMonitorOperator(Operator):
     kind: ClassVar[str] = "fairness"
+    publishes: ClassVar[tuple[str, ...]] = ("", OPPORTUNITY_SUFFIX)
     Params: ClassVar[type] = FairnessMonitorParams
 
     def __init__(self, name: str, fields: Sequence[str], params: FairnessMonitorParams) -> None:

@@ -22,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from operators.batch import P_VALUE_SUFFIX, SCORE_PREFIX
+from operators.batch import SCORE_PREFIX
 from operators.event import parse_ts_ms
 from operators.params import ParamError, check_value, scalar_type_ok
 from operators.registry import OPERATOR_TYPES, OperatorSpec, build_operator
@@ -69,6 +69,7 @@ class DemoConfig:
     rate: float = field(default=0.0, metadata=_range(0.0))
     start: str = "2026-01-01T00:00:00Z"
     interval_seconds: float = field(default=60.0, metadata=_range(0.001))
+    applications_per_tick: float = field(default=2.0, metadata=_range(0.0))
 
 
 @dataclass
@@ -337,15 +338,14 @@ def _check_semantics(config: Config, issues: list[ConfigIssue]) -> None:
             issues.append(ConfigIssue(f"{path}.fields", "must name at least one field"))
         for position, name in enumerate(op.fields):
             if name.startswith(SCORE_PREFIX):
-                ref = name[len(SCORE_PREFIX) :].removesuffix(P_VALUE_SUFFIX)
-                earlier = seen.get(ref)
-                if earlier is None or OPERATOR_TYPES[earlier.type].kind != "outlier":
-                    scorers = [o.name for o in seen.values() if OPERATOR_TYPES[o.type].kind == "outlier"]
+                published = [f"{SCORE_PREFIX}{o.name}{suffix}" for o in seen.values()
+                             for suffix in OPERATOR_TYPES[o.type].publishes]
+                if name not in published:
                     issues.append(
                         ConfigIssue(
                             f"{path}.fields[{position}]",
-                            f"{name!r} does not name an earlier outlier operator",
-                            f"earlier scorers: {', '.join(scorers) or 'none'}",
+                            f"{name!r} is not a column an earlier operator publishes",
+                            f"earlier columns: {', '.join(published) or 'none'}",
                         )
                     )
         found = len(issues)

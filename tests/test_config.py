@@ -80,7 +80,7 @@ def test_every_error_is_reported_with_its_key(tmp_path):
         ("pipeline.shards", "out of range"),
         ("pipeline.batch_max_sise", "did you mean 'batch_max_size'?"),
         ("operators[0].params.alpha", "expected float"),
-        ("operators[1].fields[0]", "does not name an earlier outlier operator"),
+        ("operators[1].fields[0]", "is not a column an earlier operator publishes"),
         ("operators[1].params.detector", "did you mean 'adwin'?"),
         ("operators[2].params.detector_params.delt", "did you mean 'delta'?"),
         ("metrics.port", "out of range"),

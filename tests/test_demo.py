@@ -22,10 +22,17 @@ def test_two_seeded_runs_write_byte_identical_alert_files(tmp_path):
     first = (tmp_path / "a" / "alerts.jsonl").read_bytes()
     assert first == (tmp_path / "b" / "alerts.jsonl").read_bytes()
     # The outlier and drift alerts are those of the version before the columnar operator boundary (the fixture was
-    # written by it): the streaming CNN added since, and its ecg field in the events, change none of them.
-    earlier = [line for line in first.splitlines() if json.loads(line)["kind"] != "cnn"]
-    assert earlier == (REPO / "tests" / "fixtures" / "demo-seed7-events20000-alerts.jsonl").read_bytes().splitlines()
-    assert len(earlier) < len(first.splitlines())  # and the CNN alerts
+    # written by it): the streaming CNN and the loan desk's decision stream added since change none of them, only
+    # their source offsets (the decision events come in between) and so their ids.
+    def detection(alert: dict) -> dict:
+        return {k: v for k, v in alert.items() if k not in ("id", "source")}
+
+    earlier = [json.loads(line) for line in first.splitlines() if json.loads(line)["kind"] in ("outlier", "drift")]
+    fixture = lines(REPO / "tests" / "fixtures" / "demo-seed7-events20000-alerts.jsonl")
+    assert [detection(a) for a in earlier] == [detection(a) for a in fixture]
+    shifts = [a["source"]["offset"] - b["source"]["offset"] for a, b in zip(earlier, fixture)]
+    assert shifts == sorted(shifts) and 0 <= shifts[0] and shifts[-1] < 2000  # in order, past the decision events
+    assert {json.loads(line)["kind"] for line in first.splitlines()} >= {"cnn", "outlier", "drift"}
     assert (tmp_path / "a" / "dead_letters.jsonl").read_bytes() == (tmp_path / "b" / "dead_letters.jsonl").read_bytes()
     alerts = lines(tmp_path / "a" / "alerts.jsonl")
     assert len(alerts) > 10
@@ -52,9 +59,9 @@ def test_malformed_events_all_reach_the_dead_letter_file_and_metrics_match(tmp_p
     for reason, count in by_reason.items():
         assert metrics[("vigil_events_invalid_total", (("reason", reason),))] == count
     assert metrics[("vigil_events_total", (("outcome", "invalid"),))] == 200
-    assert metrics[("vigil_events_total", (("outcome", "valid"),))] == 19800
-
     summary = json.loads((tmp_path / "summary.json").read_text())
+    assert metrics[("vigil_events_total", (("outcome", "valid"),))] == 19800 + summary["decision_events"]
+
     assert summary["invalid_events"] == summary["injected_malformed"] == 200
     assert "invalid" in result.stdout
 
@@ -63,10 +70,17 @@ def test_default_demo_prints_summary_with_recall_on_spikes_and_level_shifts(tmp_
     result = demo(tmp_path)   # what `make run` runs, with its default size
     assert "Vigil demo summary" in result.stdout and "recall on spikes and level shifts" in result.stdout
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["events"] == 200_000
+    assert summary["events"] == 200_000 + summary["decision_events"] and summary["decision_events"] > 10_000
     assert summary["incidents"]["spike"] > 50 and summary["incidents"]["level_shift"] > 10
     assert summary["recall"]["spike+level_shift"] >= 0.5
     assert summary["precision"]["all"] >= 0.5
+    # The loan desk: the fair learner (lambda 1) against the same learner at lambda 0, on every application.
+    fair, plain = summary["fair_decisions"]["credit"], summary["fair_decisions"]["credit_unconstrained"]
+    assert (fair["fairness"], plain["fairness"]) == (1.0, 0.0) and fair["decisions"] == plain["decisions"] > 5000
+    assert fair["demographic_parity"] <= plain["demographic_parity"] / 2 and plain["demographic_parity"] > 0.2
+    assert fair["accuracy"] >= plain["accuracy"] - 0.06 and fair["labels"]["joined"] > 5000 and fair["labels"]["late"] > 0
+    assert "fair decisions on the loan desk" in result.stdout and "demographic parity" in result.stdout
+    assert summary["alerts"]["credit_unconstrained_parity"]["warning"] >= 1 and "credit_parity" not in summary["alerts"]
     # Graded incidents: a stronger anomaly gets a smaller p-value (MAD-Bench's tau-b and C-index).
     aligned = summary["severity_alignment"]["outlier"]
     assert aligned["kendall_tau_b"] > 0 and aligned["kendall_tau_b_anomalies"] > 0 and aligned["c_index"] > 0.9

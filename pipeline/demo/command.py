@@ -29,6 +29,7 @@ import numpy as np
 from operators.batch import P_VALUE_SUFFIX
 from operators.event import SourcePosition, epoch_ms
 from pipeline.config import Config, SinkConfig, SourceConfig
+from pipeline.demo.applicants import GROUPS
 from pipeline.demo.broker import EmbeddedBroker
 from pipeline.demo.source import stream_records
 from pipeline.demo.synthetic import KINDS, Evaluation, SyntheticStream, evaluate, evaluate_beats
@@ -42,12 +43,14 @@ from pipeline.engine.sources import IteratorSource, Pacer
 from pipeline.evaluation.severity import alignment, severity_labels
 
 SEVERITIES = ("info", "warning", "critical")
+INCIDENT_KINDS = ("outlier", "drift")  # the alert kinds the injected incidents are scored against
 
 
 class _ScoresView(msgspec.Struct):
     key: str
     ts: datetime
     scores: dict[str, float | None]
+    id: str | None = None
 
 
 class _AlertView(msgspec.Struct):
@@ -85,6 +88,7 @@ def run_demo(config: Config, *, show_progress: bool = True, out: TextIO | None =
         start=demo.start,
         interval_seconds=demo.interval_seconds,
         max_event_bytes=config.pipeline.max_event_bytes,
+        applications_per_tick=demo.applications_per_tick,
     )
     run_dir = Path(config.run.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -92,7 +96,7 @@ def run_demo(config: Config, *, show_progress: bool = True, out: TextIO | None =
         for incident in stream.incidents:
             truth.write(msgspec.json.encode(incident) + b"\n")
 
-    progress = Progress(demo.events, enabled=show_progress)
+    progress = Progress(stream.records, enabled=show_progress)
     if broker == "embedded":
         with EmbeddedBroker(log_path=run_dir / "broker.log") as embedded:
             report = _run_through_kafka(config, stream, embedded.bootstrap, progress)
@@ -106,16 +110,20 @@ def run_demo(config: Config, *, show_progress: bool = True, out: TextIO | None =
     progress.close()
 
     alerts = read_alerts(report.alerts_path)
-    # Waveform (cnn) operators look for abnormal beats, the others for the incidents.
-    evaluation = evaluate(stream.incidents, [(a.key, epoch_ms(a.ts), a.operator) for a in alerts if a.kind != "cnn"])
+    # Outlier and drift operators look for the incidents, waveform (cnn) operators for abnormal beats.
+    evaluation = evaluate(stream.incidents, [(a.key, epoch_ms(a.ts), a.operator) for a in alerts
+                                             if a.kind in INCIDENT_KINDS])
     steps = {spec.name: spec.params.step for spec in config.operator_specs() if spec.type == "cnn"}
     beats = {name: evaluate_beats(stream, [(a.key, epoch_ms(a.ts)) for a in alerts if a.operator == name], step)
              for name, step in steps.items()}
     summary = _summary(config, report, alerts, evaluation, len(stream.corrupt_at))
+    summary["decision_events"] = stream.records - stream.events  # the loan desk's applications and labels
     summary["abnormal_beats"] = {name: {"beats": b.abnormal_beats, "detected": b.detected, "recall": b.recall,
                                         "alerts": b.alerts, "precision": b.precision} for name, b in beats.items()}
-    summary["precision"].update({name: b.precision for name, b in beats.items() if name in summary["precision"]})
-    summary["severity_alignment"] = _severity_alignment(stream, report.outputs.get("scores"))
+    summary["precision"].update({name: b.precision for name, b in beats.items() if name in summary["alerts"]})
+    scores = _read_scores(report.outputs.get("scores"))
+    summary["severity_alignment"] = _severity_alignment(stream, scores)
+    summary["fair_decisions"] = _fair_decisions(config, stream, scores, report)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     print(format_summary(summary), file=out)
     return summary
@@ -144,7 +152,7 @@ def _run_through_kafka(config: Config, stream: SyntheticStream, bootstrap: str, 
         nonlocal read
         read += offsets
         progress.advance(offsets)
-        if read >= config.demo.events:
+        if read >= stream.records:
             STOP.set()  # the same clean stop as SIGTERM: drain, flush, final snapshot
 
     report = run_pipeline(config, lambda metrics: configured_source(config, metrics, on_advance), bounded=True)
@@ -192,17 +200,50 @@ def _write_back(settings: KafkaSettings, topic: str, path: Path, line) -> None:
     sort_by_source(path)
 
 
-def _severity_alignment(stream: SyntheticStream, scores_path: Path | None) -> dict:
-    """Per outlier operator: tau-b and C-index of incident grades against 1 - p (see pipeline.evaluation.severity)."""
+def _read_scores(scores_path: Path | None) -> list[_ScoresView]:
     if scores_path is None or not scores_path.exists():
-        return {}
+        return []
     decoder = msgspec.json.Decoder(_ScoresView)
-    records = [decoder.decode(line) for line in scores_path.read_bytes().splitlines() if line]
+    return [decoder.decode(line) for line in scores_path.read_bytes().splitlines() if line]
+
+
+def _severity_alignment(stream: SyntheticStream, records: list[_ScoresView]) -> dict:
+    """Per outlier operator: tau-b and C-index of incident grades against 1 - p (see pipeline.evaluation.severity)."""
+    if not records:
+        return {}
     labels = severity_labels(stream.incidents, [(r.key, epoch_ms(r.ts)) for r in records])
     result = {}
     for name in sorted({name for r in records for name in r.scores if name.endswith(P_VALUE_SUFFIX)}):
         p = np.array([np.nan if r.scores.get(name) is None else r.scores[name] for r in records])
         result[name.removesuffix(P_VALUE_SUFFIX)] = alignment(labels, 1.0 - p)
+    return result
+
+
+def _fair_decisions(config: Config, stream: SyntheticStream, records: list[_ScoresView], report: RunReport) -> dict:
+    """Per fair_decision operator: its λ, and the accuracy (against whether the loan was repaid, known for every
+    application) and demographic parity of all its decisions; with the label outcomes it counted."""
+    applicants = stream.applicants
+    truth = {app: (group, label) for app, group, label in zip(applicants.ids, applicants.group.tolist(),
+                                                               applicants.label.tolist())}
+    count = lambda name, **labels: int(report.metrics.registry.get_sample_value(name, labels) or 0)  # noqa: E731
+    result = {}
+    for spec in config.operator_specs():
+        if spec.type != "fair_decision":
+            continue
+        made = [(truth[r.id], r.scores[spec.name]) for r in records
+                if r.id in truth and r.scores.get(spec.name) is not None]
+        if not made:
+            continue
+        group = np.array([g for (g, _), _ in made])
+        label = np.array([y for (_, y), _ in made])
+        decision = np.array([d for _, d in made])
+        rates = [float(decision[group == g].mean()) for g in (0, 1)]
+        result[spec.name] = {
+            "fairness": spec.params.fairness, "decisions": len(made), "accuracy": float((decision == label).mean()),
+            "demographic_parity": abs(rates[0] - rates[1]), "approval_rates": dict(zip(GROUPS, rates)),
+            "labels": {outcome: count("vigil_fairness_labels_total", operator=spec.name, outcome=outcome)
+                       for outcome in ("joined", "late", "never")},
+        }
     return result
 
 
@@ -223,7 +264,8 @@ def _summary(config: Config, report: RunReport, alerts: list[_AlertView], evalua
         "injected_malformed": injected_bad,
         "invalid_by_reason": {r: n for r in REASONS if (n := count("vigil_events_invalid_total", reason=r))},
         "alerts": {op: dict(sorted(c.items())) for op, c in sorted(by_operator.items())},
-        "precision": {op: evaluation.precision(op) for op in sorted(by_operator)} | {"all": evaluation.precision()},
+        "precision": {op: evaluation.precision(op) for op in sorted({a.operator for a in alerts if a.kind in INCIDENT_KINDS})}
+        | {"all": evaluation.precision()},
         "incidents": evaluation.incidents,
         "detected": evaluation.detected,
         "recall": {kind: evaluation.recall((kind,)) for kind in KINDS}
@@ -240,12 +282,12 @@ def format_summary(s: dict) -> str:
         f"  invalid       {s['invalid_events']:>9}   (injected {s['injected_malformed']}; dead-lettered by reason: "
         + (", ".join(f"{r} {n}" for r, n in s["invalid_by_reason"].items()) or "none") + ")",
         "",
-        f"  {'alerts':<12}" + "".join(f"{sev:>10}" for sev in SEVERITIES) + f"{'total':>10}{'precision':>11}",
+        f"  {'alerts':<28}" + "".join(f"{sev:>10}" for sev in SEVERITIES) + f"{'total':>10}{'precision':>11}",
     ]
     for op, counts in s["alerts"].items():
         lines.append(
-            f"  {op:<12}" + "".join(f"{counts.get(sev, 0):>10}" for sev in SEVERITIES)
-            + f"{sum(counts.values()):>10}{s['precision'][op]:>11.3f}"
+            f"  {op:<28}" + "".join(f"{counts.get(sev, 0):>10}" for sev in SEVERITIES)
+            + f"{sum(counts.values()):>10}" + (f"{s['precision'][op]:>11.3f}" if op in s["precision"] else f"{'-':>11}")
         )
     lines += ["", f"  {'ground truth':<20}{'injected':>10}{'detected':>10}{'recall':>9}"]
     for kind in KINDS:
@@ -253,11 +295,19 @@ def format_summary(s: dict) -> str:
     lines += [
         "",
         f"  recall on spikes and level shifts: {s['recall']['spike+level_shift']:.3f}   "
-        f"precision of all alerts: {s['precision']['all']:.3f}",
+        f"precision of outlier and drift alerts: {s['precision']['all']:.3f}",
     ]
     for op, b in s.get("abnormal_beats", {}).items():
         lines.append(f"  abnormal beats ({op}, streaming CNN): {b['beats']} injected, {b['detected']} detected, "
                      f"recall {b['recall']:.3f}, precision {b['precision']:.3f} ({b['alerts']} alerts)")
+    decisions = s.get("fair_decisions", {})
+    if decisions:
+        lines += ["", "  fair decisions on the loan desk (against repayment, known for every application):"]
+    for op, d in decisions.items():
+        rates = ", ".join(f"{group} {rate:.2f}" for group, rate in d["approval_rates"].items())
+        lines.append(f"  {op:<22} lambda {d['fairness']:<5g} accuracy {d['accuracy']:.3f}   demographic parity "
+                     f"{d['demographic_parity']:.3f}   (approval rates {rates}; {d['decisions']} decisions; labels "
+                     + ", ".join(f"{n} {outcome}" for outcome, n in d["labels"].items()) + ")")
     for op, a in s.get("severity_alignment", {}).items():
         lines.append(f"  severity alignment of {op} (grades 0-3 vs calibrated score): "
                      f"Kendall tau-b {a['kendall_tau_b']:.3f} (among anomalies {a['kendall_tau_b_anomalies']:.3f}), "
