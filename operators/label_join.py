@@ -46,7 +46,7 @@ OUTCOMES = ("joined", "late", "never")
 class LabelParams:
     """How labels are read and how long decisions wait for them."""
 
-    positive: list[str] = param(["1", "true"], "label values (as text; booleans read true / false) of the positive "
+    positive: list[str] = param(["1", "true"], "label values (as text; a boolean reads as 1 or 0) of the positive "
                                               "class; any other label is negative")
     ttl_seconds: float = param(86400.0, "event time a decision waits for its label", min=0.0, unit="seconds")
     max_pending: int = param(100000, "decisions waiting for labels per shard at most (the oldest leaves first)", min=1)
@@ -72,16 +72,16 @@ class Joined(NamedTuple):
 
 
 def label_codes(labels: np.ndarray, positive: frozenset[str]) -> np.ndarray:
-    """1 where a label's text is one of ``positive`` (booleans read as ``true`` / ``false``), 0 for other labels, -1
-    where there is none.
+    """1 where a label's text is one of ``positive`` (a boolean reads as 1 or 0), 0 for other labels, -1 where there is
+    none. Each distinct value is read once (labels take few values); the rows are looked up in C.
 
     >>> label_codes(np.array([None, "1", 0, True, "no"], dtype=object), frozenset({"1", "true"})).tolist()
     [-1, 1, 0, 1, 0]
     """
-    text = {True: "true", False: "false", None: None}
-    codes = [-1 if value is None else int((text[value] if isinstance(value, bool) else str(value)) in positive)
-             for value in labels.tolist()]
-    return np.array(codes, dtype=np.int64)
+    values = labels.tolist()
+    codes = {value: -1 if value is None else int(str(int(value) if isinstance(value, bool) else value) in positive)
+             for value in set(values)}
+    return np.fromiter(map(codes.__getitem__, values), dtype=np.int64, count=len(values))
 
 
 class LabelJoin(Stateful):

@@ -39,3 +39,12 @@ def test_the_suite_runs_end_to_end_in_its_small_mode(tmp_path):
     usual = result["usual_stack"]["events_per_s"]
     assert f"| vigil | {result['vigil']['events_per_s']:,} | {result['vigil']['events_per_s'] / usual:.1f}x |" in table
     assert "No GPU was available" in table or result["machine"]["gpu"]
+
+
+def test_the_fairness_benchmark_reports_every_row_against_the_usual_stack():
+    result = subprocess.run([sys.executable, "bench/bench_fairness.py", "--applications", "5000", "--kernel-rows", "1500"],
+                            cwd=REPO, capture_output=True, text=True, check=True, timeout=600)
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "x |" in line]
+    assert len(rows) == 7 and rows[0].endswith("| 1.0x |")
+    assert all(float(row.rsplit("|", 2)[-2].strip().rstrip("x")) > 0 for row in rows)
+    assert "reservoir baseline" in result.stdout
