@@ -10,8 +10,9 @@ decisions); the forest then takes one Adam step on the joined pair: cross-entrop
 demographic-parity penalty, from running per-group aggregates (:mod:`kernels.aranyani`). An event with a label and
 features but no id is a decision whose label is known at once (a backtest over a labelled table): decided, then
 learned. The inputs (the fields and, with ``group_input``, the group one-hot) are standardised with the entity's running
-mean and standard deviation of earlier decisions (no look-ahead). Groups come from the configured list ``groups``; events of another group are decided and learned from
-without entering the fairness terms. More than two groups: the penalty is the mean of the pairwise gaps.
+mean and standard deviation of earlier decisions (no look-ahead). Groups come from the configured list ``groups``;
+events of another group are decided and learned from without entering the fairness terms. More than two groups: the
+penalty is the mean of the pairwise gaps.
 
 Each entity with decisions gets its own forest (all start from the same seeded parameters), so the results do not
 depend on the shard count; the events of one decision process must share a key. Label outcomes (``joined``,

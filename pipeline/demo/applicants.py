@@ -12,7 +12,7 @@ trades a little accuracy for closer approval rates. Everything derives from ``se
 >>> stream = ApplicantStream(applications=2000, start_ms=0, span_ms=86_400_000, seed=7)
 >>> group, label = stream.group, stream.label
 >>> float(round(label[group == 0].mean() - label[group == 1].mean(), 2))  # repayment rates of a and b differ
-0.24
+0.16
 """
 from __future__ import annotations
 
