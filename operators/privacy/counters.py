@@ -94,12 +94,13 @@ class ContinualCounter(Stateful):
         """Add inputs in order; returns the release after each (past the horizon, the last release repeated)."""
         xs = np.clip(np.rint(np.asarray(xs, dtype=np.float64)), 0, self.max_input).astype(np.int64)
         room = max(0, self.horizon - self.t)
-        out = np.full(len(xs), self.last)
+        out = np.empty(xs.shape)
+        out[:] = self.last
         if room and len(xs):
             n = min(room, len(xs))
             out[:n] = self._releases(xs[:n])
             self.t += n
-            self.last = float(out[n - 1])
+            self.last = out[n - 1].copy() if out.ndim > 1 else float(out[n - 1])
             out[n:] = self.last
         return out
 
@@ -112,40 +113,43 @@ class ContinualCounter(Stateful):
         """The exact variance of the release after input ``t`` (1-based)."""
 
     def snapshot(self) -> dict[str, Any]:
-        return {"t": self.t, "last": self.last}
+        return {"t": self.t, "last": np.copy(self.last) if np.ndim(self.last) else self.last}
 
     def restore(self, state: dict[str, Any]) -> None:
-        self.t, self.last = int(state["t"]), float(state["last"])
+        self.t = int(state["t"])
+        self.last = np.asarray(state["last"], dtype=np.float64) if np.ndim(state["last"]) else float(state["last"])
 
 
 @numba.njit(cache=True)
 def _tree_steps(xs, t0, partial, estimate, previous, weights, noise, out):  # pragma: no cover - compiled
-    """Binary tree steps; ``weights[j]`` is the weight of a level-j node's own noisy sum against its children's
-    estimates (1 for the plain tree). Returns the noise values used, or -1 at the first step whose nodes need more."""
-    levels = partial.shape[0]
+    """Binary tree steps over rows of d inputs (d counters sharing the tree's shape); ``weights[j]`` is the weight of a
+    level-j node's own noisy sum against its children's estimates (1 for the plain tree). Returns the noise values used
+    (d per node)."""
+    levels, d = partial.shape
     k = 0
     for i in range(xs.shape[0]):
         t = t0 + i + 1
         complete = 0
         while complete < levels and t % (1 << complete) == 0:
             complete += 1
-        if k + complete > noise.shape[0]:
-            return -1 - i  # ran out of noise before step i
         for j in range(levels):
-            partial[j] += xs[i]
+            for c in range(d):
+                partial[j, c] += xs[i, c]
         for j in range(complete):  # levels 0 .. complete - 1 finish a node at t
-            value = partial[j] + noise[k] * 1.0
-            k += 1
-            partial[j] = 0
-            if j > 0 and weights[j] < 1.0:  # children: the last two completed nodes of level j - 1
-                value = weights[j] * value + (1.0 - weights[j]) * (previous[j - 1] + estimate[j - 1])
-            previous[j] = estimate[j]
-            estimate[j] = value
-        total = 0.0
-        for j in range(levels):
-            if (t >> j) & 1:
-                total += estimate[j]
-        out[i] = total
+            for c in range(d):
+                value = partial[j, c] + noise[k] * 1.0
+                k += 1
+                partial[j, c] = 0
+                if j > 0 and weights[j] < 1.0:  # children: the last two completed nodes of level j - 1
+                    value = weights[j] * value + (1.0 - weights[j]) * (previous[j - 1, c] + estimate[j - 1, c])
+                previous[j, c] = estimate[j, c]
+                estimate[j, c] = value
+        for c in range(d):
+            total = 0.0
+            for j in range(levels):
+                if (t >> j) & 1:
+                    total += estimate[j, c]
+            out[i, c] = total
     return k
 
 
@@ -176,30 +180,27 @@ class BinaryTreeCounter(ContinualCounter):
     """The binary tree mechanism, plain or with Honaker's online re-estimation (module docstring)."""
 
     def __init__(self, horizon: int, privacy: Privacy, max_input: int, noise: DiscreteGaussian | DiscreteLaplace,
-                 *, honaker: bool = False) -> None:
+                 *, honaker: bool = False, dimensions: int = 1) -> None:
         super().__init__(horizon, privacy, max_input)
+        self.dimensions = dimensions
         self.mechanism = "honaker" if honaker else f"binary-{'laplace' if isinstance(noise, DiscreteLaplace) else 'gaussian'}"
         self.levels = horizon.bit_length()
         self.pool = _NoisePool(noise)
         heights = np.arange(self.levels)
         self.weights = 1.0 / (2.0 - 2.0 ** -heights) if honaker else np.ones(self.levels)
         self.node_variance = noise.variance * self.weights  # of a node's estimate at each height
-        self.partial = np.zeros(self.levels, dtype=np.int64)
-        self.estimate = np.zeros(self.levels)
-        self.previous = np.zeros(self.levels)
+        self.partial = np.zeros((self.levels, dimensions), dtype=np.int64)
+        self.estimate = np.zeros((self.levels, dimensions))
+        self.previous = np.zeros((self.levels, dimensions))
 
     def _releases(self, xs: np.ndarray) -> np.ndarray:
-        out = np.empty(len(xs))
-        done = 0
-        while done < len(xs):
-            noise = self.pool.ensure(2 * (len(xs) - done) + self.levels)
-            used = _tree_steps(xs[done:], self.t + done, self.partial, self.estimate, self.previous, self.weights,
-                               noise, out[done:])
-            if used < 0:  # pragma: no cover - ensure() draws enough for any batch
-                raise RuntimeError("noise pool too small")
-            self.pool.consume(used)
-            done = len(xs)
-        return out
+        rows = xs.reshape(len(xs), self.dimensions)
+        nodes = sum((self.t + len(xs)) // (1 << j) - self.t // (1 << j) for j in range(self.levels))
+        out = np.empty((len(xs), self.dimensions))
+        used = _tree_steps(rows, self.t, self.partial, self.estimate, self.previous, self.weights,
+                           self.pool.ensure(nodes * self.dimensions), out)
+        self.pool.consume(used)
+        return out.reshape(xs.shape)
 
     def variance(self, t: int) -> float:
         return float(sum(self.node_variance[j] for j in range(self.levels) if (t >> j) & 1))
