@@ -51,6 +51,7 @@ class Operator(Stateful):
     kind: ClassVar[str]
     Params: ClassVar[type]
     publishes: ClassVar[tuple[str, ...]] = ()  # the columns it publishes: score:<name><suffix> for each suffix
+    durable: ClassVar[bool] = False  # True: part of its state outlives an evicted entity on purpose (a privacy ledger)
 
     def __init__(self, name: str, fields: Sequence[str], params: Any) -> None:
         validate(params)

@@ -42,6 +42,7 @@ class _OperatorTypes(Mapping[str, type[Operator]]):
         "cnn": "operators.cnn:CnnOperator",
         "fair_decision": "operators.fair_decision:FairDecisionOperator",
         "fairness_monitor": "operators.fairness_monitor:FairnessMonitorOperator",
+        "dp_count": "operators.dp_count:DpCountOperator",
     }
 
     def __getitem__(self, name: str) -> type[Operator]:

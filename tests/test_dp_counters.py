@@ -186,8 +186,8 @@ def test_seeded_releases_do_not_depend_on_batching_and_restore_continues():
         assert np.abs(whole - np.cumsum(xs)).max() < 8 * math.sqrt(max(counter.variance(t) for t in range(1, 3001)))
 
 
-def test_the_horizon_ends_releases_and_inputs_are_clipped():
-    counter = continual_counter("sqrt", 8, rho=1.0, seed=0, max_input=2)
+def test_the_horizon_ends_releases():
+    counter = continual_counter("sqrt", 8, rho=1.0, seed=0, sensitivity=2)
     out = counter.update_many(np.array([5, -3, 1.4, 2, 2, 2, 2, 2, 9, 9]))
     assert counter.t == 8 and counter.exhausted and out[8] == out[9] == out[7]
     assert counter.spent.rho == 1.0 and continual_counter("sqrt", 8, rho=1.0).spent.rho == 0.0

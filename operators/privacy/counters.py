@@ -1,9 +1,10 @@
 """Continual-release counters: after every input, a differentially private estimate of the running sum.
 
-Inputs are integers in ``[0, max_input]`` (others are rounded and clipped; ``max_input`` is the sensitivity of one
-step). One step's input is what one person's event can change (event-level privacy). Every counter runs for a fixed
-horizon T; after T steps it repeats its last release (post-processing: no further cost). Noise is exact discrete
-Laplace or discrete Gaussian (:mod:`kernels.discrete_noise`); each noisy measurement is made once and reused.
+Inputs are non-negative integers (others are rounded, negative ones raised to 0). ``sensitivity`` is how much one
+person's event can change one step's input (1 for counting events; the privacy holds for neighbouring streams whose
+inputs differ by at most that much at one step: event-level privacy). Every counter runs for a fixed horizon T; after
+T steps it repeats its last release (post-processing: no further cost). Noise is exact discrete Laplace or discrete
+Gaussian (:mod:`kernels.discrete_noise`); each noisy measurement is made once and reused.
 
 * ``binary-laplace`` / ``binary-gaussian``: the binary tree mechanism (Dwork, Naor, Pitassi and Rothblum, 2010; Chan,
   Shi and Song, 2011). Levels L = ⌊log2 T⌋ + 1; a node at level j sums 2^j consecutive inputs and is noised once when
@@ -69,10 +70,10 @@ class ContinualCounter(Stateful):
 
     mechanism: str
 
-    def __init__(self, horizon: int, privacy: Privacy, max_input: int) -> None:
-        if horizon < 1 or max_input < 1:
-            raise ValueError("horizon and max_input must be at least 1")
-        self.horizon, self.privacy, self.max_input = horizon, privacy, max_input
+    def __init__(self, horizon: int, privacy: Privacy, sensitivity: int) -> None:
+        if horizon < 1 or sensitivity < 1:
+            raise ValueError("horizon and sensitivity must be at least 1")
+        self.horizon, self.privacy, self.sensitivity = horizon, privacy, sensitivity
         self.t = 0
         self.last = 0.0
 
@@ -92,7 +93,7 @@ class ContinualCounter(Stateful):
 
     def update_many(self, xs: np.ndarray) -> np.ndarray:
         """Add inputs in order; returns the release after each (past the horizon, the last release repeated)."""
-        xs = np.clip(np.rint(np.asarray(xs, dtype=np.float64)), 0, self.max_input).astype(np.int64)
+        xs = np.maximum(np.rint(np.asarray(xs, dtype=np.float64)), 0).astype(np.int64)
         room = max(0, self.horizon - self.t)
         out = np.empty(xs.shape)
         out[:] = self.last
@@ -179,9 +180,9 @@ class _NoisePool:
 class BinaryTreeCounter(ContinualCounter):
     """The binary tree mechanism, plain or with Honaker's online re-estimation (module docstring)."""
 
-    def __init__(self, horizon: int, privacy: Privacy, max_input: int, noise: DiscreteGaussian | DiscreteLaplace,
+    def __init__(self, horizon: int, privacy: Privacy, sensitivity: int, noise: DiscreteGaussian | DiscreteLaplace,
                  *, honaker: bool = False, dimensions: int = 1) -> None:
-        super().__init__(horizon, privacy, max_input)
+        super().__init__(horizon, privacy, sensitivity)
         self.dimensions = dimensions
         self.mechanism = "honaker" if honaker else f"binary-{'laplace' if isinstance(noise, DiscreteLaplace) else 'gaussian'}"
         self.levels = horizon.bit_length()
@@ -279,8 +280,8 @@ def _smooth_steps(xs, h, leaf, sums, noisy, node_id, noise, out):  # pragma: no 
 class SmoothBinaryCounter(ContinualCounter):
     mechanism = "smooth"
 
-    def __init__(self, horizon: int, privacy: Privacy, max_input: int, noise: DiscreteGaussian) -> None:
-        super().__init__(horizon, privacy, max_input)
+    def __init__(self, horizon: int, privacy: Privacy, sensitivity: int, noise: DiscreteGaussian) -> None:
+        super().__init__(horizon, privacy, sensitivity)
         self.depth = smooth_depth(horizon)
         self.pool = _NoisePool(noise)
         self.node_variance = noise.variance
@@ -382,13 +383,13 @@ class SqrtCounter(ContinualCounter):
     mechanism = "sqrt"
     BLOCK = 512
 
-    def __init__(self, horizon: int, rho: float, max_input: int, words: RandomWords, delta: float | None = None) -> None:
-        super().__init__(horizon, concentrated(rho, delta), max_input)
-        sigma = max_input * math.sqrt(float(np.sum(sqrt_coefficients(horizon) ** 2)) / (2 * rho))
+    def __init__(self, horizon: int, rho: float, sensitivity: int, words: RandomWords, delta: float | None = None) -> None:
+        super().__init__(horizon, concentrated(rho, delta), sensitivity)
+        sigma = sensitivity * math.sqrt(float(np.sum(sqrt_coefficients(horizon) ** 2)) / (2 * rho))
         self.grid = max(0, min(30, int(math.floor(math.log2(SQRT_MAX_LATTICE_SIGMA / sigma)))))
         self.factor, self.release = _sqrt_factor(horizon, self.grid)
         scale = float(1 << self.grid)
-        sensitivity2 = (max_input * scale) ** 2 * float(np.sum(self.factor ** 2))  # of the measurement, on the lattice
+        sensitivity2 = (sensitivity * scale) ** 2 * float(np.sum(self.factor ** 2))  # of the measurement, on the lattice
         self.noise = DiscreteGaussian(sensitivity2 / (2 * rho), words)
         self.z = self.noise.draw(horizon) / scale  # one noise value per measurement, drawn once
         self.unit_variance = self.noise.variance / scale ** 2
@@ -439,7 +440,7 @@ class SqrtCounter(ContinualCounter):
 
 
 def continual_counter(mechanism: str, horizon: int, *, epsilon: float | None = None, rho: float | None = None,
-                      delta: float | None = None, seed: int | None = None, max_input: int = 1) -> ContinualCounter:
+                      delta: float | None = None, seed: int | None = None, sensitivity: int = 1) -> ContinualCounter:
     """A continual counter: ``binary-laplace`` takes ``epsilon`` (pure DP); the Gaussian ones (``binary-gaussian``,
     ``honaker``, ``smooth``, ``sqrt``) take ``rho`` (zCDP), or ``epsilon`` and ``delta`` (converted to the largest ρ that
     implies them). ``honaker`` with ``epsilon`` alone uses Laplace noise. ``seed`` makes the noise reproducible (tests
@@ -452,8 +453,8 @@ def continual_counter(mechanism: str, horizon: int, *, epsilon: float | None = N
         if epsilon is None or epsilon <= 0:
             raise ValueError(f"{mechanism} needs epsilon > 0")
         levels = horizon.bit_length()
-        noise: DiscreteLaplace | DiscreteGaussian = DiscreteLaplace(levels * max_input / epsilon, words)
-        return BinaryTreeCounter(horizon, pure(epsilon), max_input, noise, honaker=mechanism == "honaker")
+        noise: DiscreteLaplace | DiscreteGaussian = DiscreteLaplace(levels * sensitivity / epsilon, words)
+        return BinaryTreeCounter(horizon, pure(epsilon), sensitivity, noise, honaker=mechanism == "honaker")
     if rho is None:
         if epsilon is None or not delta:
             raise ValueError(f"{mechanism} needs rho, or epsilon and delta")
@@ -462,10 +463,10 @@ def continual_counter(mechanism: str, horizon: int, *, epsilon: float | None = N
         raise ValueError("rho must be positive")
     privacy = concentrated(rho, delta)
     if mechanism == "sqrt":
-        return SqrtCounter(horizon, rho, max_input, words, delta)
+        return SqrtCounter(horizon, rho, sensitivity, words, delta)
     if mechanism == "smooth":
         depth = smooth_depth(horizon)
-        return SmoothBinaryCounter(horizon, privacy, max_input, DiscreteGaussian(depth * max_input ** 2 / (4 * rho), words))
+        return SmoothBinaryCounter(horizon, privacy, sensitivity, DiscreteGaussian(depth * sensitivity ** 2 / (4 * rho), words))
     levels = horizon.bit_length()
-    return BinaryTreeCounter(horizon, privacy, max_input, DiscreteGaussian(levels * max_input ** 2 / (2 * rho), words),
+    return BinaryTreeCounter(horizon, privacy, sensitivity, DiscreteGaussian(levels * sensitivity ** 2 / (2 * rho), words),
                              honaker=mechanism == "honaker")

@@ -108,8 +108,9 @@ def _svt_steps(rows, sums, state, cap, threshold, thresholds, queries, releases,
 
 class Selector(Stateful):
     """MaxSum or SumSelect over d running sums, for ``horizon`` rows (module docstring). ``update_many(rows)`` takes
-    rows of d non-negative integers (clipped to ``max_input``) and returns the release after each row: the estimate
-    of the largest sum (MaxSum) or the index of a large sum (SumSelect)."""
+    rows of d non-negative integers, one person's event changing the rows by at most one in one coordinate or one in
+    each (a 0/1 row), and returns the release after each row: the estimate of the largest sum (MaxSum) or the index of
+    a large sum (SumSelect)."""
 
     def __init__(self, horizon: int, dimensions: int, *, epsilon: float, delta: float, beta: float = 0.05,
                  split: float = 0.3, select: bool = False, algorithm: str = "auto", seed: int | None = None) -> None:
@@ -147,7 +148,7 @@ class Selector(Stateful):
         return self.privacy if self.t else NONE
 
     def update_many(self, rows: np.ndarray) -> np.ndarray:
-        rows = np.clip(np.asarray(rows, dtype=np.int64), 0, 1).reshape(-1, self.dimensions)[: max(0, self.horizon - self.t)]
+        rows = np.maximum(np.asarray(rows, dtype=np.int64), 0).reshape(-1, self.dimensions)[: max(0, self.horizon - self.t)]
         if self.algorithm == "counter":
             noisy = self.counter.update_many(rows)
             out = (noisy.argmax(axis=1) if self.select else noisy.max(axis=1)).astype(np.float64)

@@ -36,6 +36,13 @@ OPERATOR_FAMILIES: dict[str, tuple[type, str, tuple[str, ...]]] = {
     "vigil_fairness_positive_ratio": (
         Gauge, "Positive rate (window=parity) or true-positive rate (opportunity) per group over this process's windows, "
                "with its Wilson interval (bound=estimate, lower, upper).", ("group", "window", "bound")),
+    "vigil_dp_budget_spent": (
+        Gauge, "Privacy (zCDP rho) spent by a dp_count operator's streams, summed over them, as its ledger records.", ()),
+    "vigil_dp_budget_total": (Gauge, "Privacy budget (zCDP rho) of a dp_count operator's streams, summed over them.", ()),
+    "vigil_dp_streams_exhausted": (Gauge, "Streams of a dp_count operator whose budget cannot pay another epoch.", ()),
+    "vigil_dp_releases_total": (
+        Counter, "Windows of a dp_count operator by outcome (released; refused: no budget, last release repeated; late: "
+                 "events of a window already released, dropped).", ("outcome",)),
     "vigil_fairness_gap_ratio": (
         Gauge, "Highest minus lowest group rate (gap=parity: demographic parity; opportunity: equal opportunity) over this "
                "process's windows, with its Newcombe interval (bound=estimate, lower, upper).", ("gap", "bound")),
