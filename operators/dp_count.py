@@ -130,7 +130,7 @@ class DpCountOperator(Operator):
                             count=len(batch))
         rows = np.flatnonzero(codes >= 0)
         alerts: list[Alert] = []
-        windows, keys = batch.ts_ms[rows] // self.window_ms, batch.keys[rows]
+        keys = batch.keys[rows]
         for key in dict.fromkeys(keys.tolist()):  # entities in order of first appearance
             mine = rows[keys == key]
             stream = self.streams.get(key)

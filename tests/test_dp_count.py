@@ -8,7 +8,6 @@ import time
 
 import msgspec
 import numpy as np
-import pytest
 
 from conftest import REPO, vigil
 from operators.batch import Batch
