@@ -4,7 +4,9 @@ For each entity (a stream: a service, a desk), the events are cut into tumbling 
 ``window_seconds``; each configured category has a continual counter (:mod:`operators.privacy.counters`) whose step
 is one window's count. When an event opens a later window, the closed window's releases go out as one alert record
 (kind ``dp_count``): every category's private running count since the epoch began, with its standard error (the
-counter's exact per-step variance), and, with ``top_rho`` > 0, the private top category (SumSelect). Empty windows in
+counter's exact per-step variance), and, with ``top_rho`` > 0, the private top category (SumSelect). The same row
+publishes them as columns (for the scores sink): ``score:<name>`` (the total), ``score:<name>.<category>`` and
+``score:<name>.stderr``. Empty windows in
 between are steps of the counters too (zero counts), not released. Events of a window already released are late:
 dropped and counted.
 
@@ -104,6 +106,8 @@ class DpCountOperator(Operator):
         self.index = {category: c for c, category in enumerate(params.categories)}
         self.streams: dict[str, _Stream] = {}
         self.slot_keys: dict[int, str] = {}
+        # Columns of the release rows: the total, each category's count, the standard error of each count.
+        self.columns = [name, *(f"{name}.{category}" for category in params.categories), f"{name}.stderr"]
         self.replays_paid: set[tuple[str, int]] = set()
         self.totals = {"released": 0, "refused": 0, "late": 0}
 
@@ -130,6 +134,8 @@ class DpCountOperator(Operator):
                             count=len(batch))
         rows = np.flatnonzero(codes >= 0)
         alerts: list[Alert] = []
+        for column in self.columns:
+            batch.scores[column] = np.full(len(batch), np.nan)
         keys = batch.keys[rows]
         for key in dict.fromkeys(keys.tolist()):  # entities in order of first appearance
             mine = rows[keys == key]
@@ -178,6 +184,8 @@ class DpCountOperator(Operator):
         self.totals["released" if released else "refused"] += 1
         step = stream.counters[0].t
         errors = [math.sqrt(c.variance(max(1, min(c.t, c.horizon)))) for c in stream.counters]
+        for column, value in zip(self.columns, [sum(estimates), *estimates, errors[0]]):
+            batch.scores[column][row] = value
         text = ", ".join(f"{category} {value:.0f} ± {error:.1f}"
                          for category, value, error in zip(self.params.categories, estimates, errors))
         reason = (f"window {step} of epoch {stream.epoch}: {text}"

@@ -81,6 +81,12 @@ def test_default_demo_prints_summary_with_recall_on_spikes_and_level_shifts(tmp_
     assert fair["accuracy"] >= plain["accuracy"] - 0.06 and fair["labels"]["joined"] > 5000 and fair["labels"]["late"] > 0
     assert "fair decisions on the loan desk" in result.stdout and "demographic parity" in result.stdout
     assert summary["alerts"]["credit_unconstrained_parity"]["warning"] >= 1 and "credit_parity" not in summary["alerts"]
+    # Private counts of the applications by region: within their error bars of the truth, with the budget spent.
+    private = summary["private_counts"]["regions"]
+    assert private["releases"] == summary["alerts"]["regions"]["info"] > 50
+    assert all(abs(c["private"] - c["true"]) <= 5 * private["stderr"] for c in private["counts"].values())
+    assert private["budget_spent"] == 0.6 and private["budget_total"] == 1.2  # one epoch: counts 0.5, top region 0.1
+    assert "private counts (regions, sqrt counter" in result.stdout and "(true " in result.stdout
     # Graded incidents: a stronger anomaly gets a smaller p-value (MAD-Bench's tau-b and C-index).
     aligned = summary["severity_alignment"]["outlier"]
     assert aligned["kendall_tau_b"] > 0 and aligned["kendall_tau_b_anomalies"] > 0 and aligned["c_index"] > 0.9

@@ -1,8 +1,8 @@
 """The demo's decision stream: loan applications to one desk and, hours later, whether each loan was repaid.
 
 Every application is an event of entity ``loans`` with an ``id``, the applicant's group (``a`` or ``b``, the protected
-attribute) and four fields: ``income`` (thousands, log-normal), ``debt_ratio``, ``years_employed`` and
-``credit_lines``. Its label (``"1"``: repaid) is an event of the same entity and id, with no fields, after an
+attribute), four numeric fields: ``income`` (thousands, log-normal), ``debt_ratio``, ``years_employed`` and
+``credit_lines``, and its ``region`` (a categorical field). Its label (``"1"``: repaid) is an event of the same entity and id, with no fields, after an
 exponential delay (mean ``label_delay_hours``); a share ``late_rate`` of labels comes after ``label_ttl_hours`` (too
 late to learn from) and a share ``never_rate`` never comes. The disparity is built in twice, as in credit data: group b's
 incomes are lower (a historical gap), and its repayment odds are lower at equal features (the labels themselves carry
@@ -21,6 +21,8 @@ import numpy as np
 DESK = "loans"
 GROUPS = ("a", "b")
 FIELDS = ("income", "debt_ratio", "years_employed", "credit_lines")
+REGIONS = ("north", "south", "east", "west")  # the applicant's region: a categorical field (the demo's dp_count)
+REGION_SHARES = (0.4, 0.3, 0.2, 0.1)
 HOUR_MS = 3_600_000
 
 
@@ -47,12 +49,15 @@ class ApplicantStream:
         never = (fate >= late_rate) & (fate < late_rate + never_rate)
         self.label_ts_ms = np.where(never, -1, self.ts_ms + delay.astype(np.int64))  # -1: the label never comes
         self.ids = [f"app-{i:06d}" for i in range(n)]
+        self.region = rng.choice(len(REGIONS), n, p=REGION_SHARES)  # drawn last: the other draws stay as they were
 
     def events(self) -> list[tuple[int, dict]]:
         """Decisions and labels as (event time, wire event), in event-time order (a decision before its label)."""
         rounded = np.round(self.features, 3).tolist()
-        out = [(int(ts), 0, {"key": DESK, "ts": int(ts), "id": app, "group": GROUPS[g], "fields": dict(zip(FIELDS, row))})
-               for ts, app, g, row in zip(self.ts_ms.tolist(), self.ids, self.group.tolist(), rounded)]
+        out = [(int(ts), 0, {"key": DESK, "ts": int(ts), "id": app, "group": GROUPS[g],
+                             "fields": {**dict(zip(FIELDS, row)), "region": REGIONS[r]}})
+               for ts, app, g, row, r in zip(self.ts_ms.tolist(), self.ids, self.group.tolist(), rounded,
+                                             self.region.tolist())]
         out += [(int(ts), 1, {"key": DESK, "ts": int(ts), "id": app, "label": str(label), "fields": {}})
                 for ts, app, label in zip(self.label_ts_ms.tolist(), self.ids, self.label.tolist()) if ts >= 0]
         out.sort(key=lambda item: (item[0], item[1]))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import shutil
 import threading
 from collections import Counter
 from datetime import datetime
@@ -29,7 +30,7 @@ import numpy as np
 from operators.batch import P_VALUE_SUFFIX
 from operators.event import SourcePosition, epoch_ms
 from pipeline.config import Config, SinkConfig, SourceConfig
-from pipeline.demo.applicants import GROUPS
+from pipeline.demo.applicants import DESK, GROUPS, REGIONS
 from pipeline.demo.broker import EmbeddedBroker
 from pipeline.demo.source import stream_records
 from pipeline.demo.synthetic import KINDS, Evaluation, SyntheticStream, evaluate, evaluate_beats
@@ -92,6 +93,7 @@ def run_demo(config: Config, *, show_progress: bool = True, out: TextIO | None =
     )
     run_dir = Path(config.run.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    config = _fresh_privacy_ledger(config, run_dir)
     with open(run_dir / "truth.jsonl", "wb") as truth:
         for incident in stream.incidents:
             truth.write(msgspec.json.encode(incident) + b"\n")
@@ -124,6 +126,7 @@ def run_demo(config: Config, *, show_progress: bool = True, out: TextIO | None =
     scores = _read_scores(report.outputs.get("scores"))
     summary["severity_alignment"] = _severity_alignment(stream, scores)
     summary["fair_decisions"] = _fair_decisions(config, stream, scores, report)
+    summary["private_counts"] = _private_counts(config, stream, scores, report)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     print(format_summary(summary), file=out)
     return summary
@@ -200,6 +203,18 @@ def _write_back(settings: KafkaSettings, topic: str, path: Path, line) -> None:
     sort_by_source(path)
 
 
+def _fresh_privacy_ledger(config: Config, run_dir: Path) -> Config:
+    """Each demo is a new synthetic world: its dp_count operators keep their ledger in the run directory, emptied
+    first, and draw seeded noise (from demo.seed) unless the config seeds them itself."""
+    ledger = run_dir / "dp-ledger"
+    shutil.rmtree(ledger, ignore_errors=True)
+    operators = [dataclasses.replace(op, params={**op.params, "ledger": str(ledger),
+                                                  "seed": op.params.get("seed", -1) if op.params.get("seed", -1) >= 0
+                                                  else config.demo.seed})
+                 if op.type == "dp_count" else op for op in config.operators]
+    return dataclasses.replace(config, operators=operators)
+
+
 def _read_scores(scores_path: Path | None) -> list[_ScoresView]:
     if scores_path is None or not scores_path.exists():
         return []
@@ -273,6 +288,32 @@ def _summary(config: Config, report: RunReport, alerts: list[_AlertView], evalua
     }
 
 
+def _private_counts(config: Config, stream: SyntheticStream, records: list[_ScoresView], report: RunReport) -> dict:
+    """Per dp_count operator over the loan desk's regions: its last release (each region's private count and standard
+    error) next to the true count of the applications it covers, and the budget its ledger records as spent."""
+    applicants = stream.applicants
+    result = {}
+    for spec in config.operator_specs():
+        if spec.type != "dp_count":
+            continue
+        released = [r for r in records if r.key == DESK and r.scores.get(spec.name) is not None]
+        if not released:
+            continue
+        last = released[-1]
+        window_ms = int(round(spec.params.window_seconds * 1000))
+        covered = applicants.ts_ms < epoch_ms(last.ts) // window_ms * window_ms  # the windows closed by then
+        truth = np.bincount(applicants.region[covered], minlength=len(REGIONS))
+        gauge = lambda name: float(report.metrics.registry.get_sample_value(name, {"operator": spec.name}) or 0)  # noqa: E731
+        result[spec.name] = {
+            "mechanism": spec.params.mechanism, "releases": len(released), "stderr": last.scores[f"{spec.name}.stderr"],
+            "counts": {category: {"private": last.scores.get(f"{spec.name}.{category}"),
+                                  "true": int(truth[REGIONS.index(category)]) if category in REGIONS else None}
+                       for category in spec.params.categories},
+            "budget_spent": gauge("vigil_dp_budget_spent"), "budget_total": gauge("vigil_dp_budget_total"),
+        }
+    return result
+
+
 def format_summary(s: dict) -> str:
     rate = s["events"] / s["elapsed_seconds"] if s["elapsed_seconds"] else 0.0
     lines = [
@@ -308,6 +349,11 @@ def format_summary(s: dict) -> str:
         lines.append(f"  {op:<22} lambda {d['fairness']:<5g} accuracy {d['accuracy']:.3f}   demographic parity "
                      f"{d['demographic_parity']:.3f}   (approval rates {rates}; {d['decisions']} decisions; labels "
                      + ", ".join(f"{n} {outcome}" for outcome, n in d["labels"].items()) + ")")
+    for op, p in s.get("private_counts", {}).items():
+        counts = ", ".join(f"{category} {c['private']:.0f} ± {p['stderr']:.1f} (true {c['true']})"
+                           for category, c in p["counts"].items())
+        lines += ["", f"  private counts ({op}, {p['mechanism']} counter, {p['releases']} hourly releases; zCDP rho "
+                      f"spent {p['budget_spent']:g} of {p['budget_total']:g}): {counts}"]
     for op, a in s.get("severity_alignment", {}).items():
         lines.append(f"  severity alignment of {op} (grades 0-3 vs calibrated score): "
                      f"Kendall tau-b {a['kendall_tau_b']:.3f} (among anomalies {a['kendall_tau_b_anomalies']:.3f}), "
