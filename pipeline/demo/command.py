@@ -303,13 +303,14 @@ def _private_counts(config: Config, stream: SyntheticStream, records: list[_Scor
         window_ms = int(round(spec.params.window_seconds * 1000))
         covered = applicants.ts_ms < epoch_ms(last.ts) // window_ms * window_ms  # the windows closed by then
         truth = np.bincount(applicants.region[covered], minlength=len(REGIONS))
-        gauge = lambda name: float(report.metrics.registry.get_sample_value(name, {"operator": spec.name}) or 0)  # noqa: E731
+        spent, total = (float(report.metrics.registry.get_sample_value(name, {"operator": spec.name}) or 0)
+                        for name in ("vigil_dp_budget_spent", "vigil_dp_budget_total"))
         result[spec.name] = {
             "mechanism": spec.params.mechanism, "releases": len(released), "stderr": last.scores[f"{spec.name}.stderr"],
             "counts": {category: {"private": last.scores.get(f"{spec.name}.{category}"),
                                   "true": int(truth[REGIONS.index(category)]) if category in REGIONS else None}
                        for category in spec.params.categories},
-            "budget_spent": gauge("vigil_dp_budget_spent"), "budget_total": gauge("vigil_dp_budget_total"),
+            "budget_spent": spent, "budget_total": total,
         }
     return result
 
