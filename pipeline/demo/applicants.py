@@ -3,11 +3,11 @@
 Every application is an event of entity ``loans`` with an ``id``, the applicant's group (``a`` or ``b``, the protected
 attribute), four numeric fields: ``income`` (thousands, log-normal), ``debt_ratio``, ``years_employed`` and
 ``credit_lines``, and its ``region`` (a categorical field). Its label (``"1"``: repaid) is an event of the same entity
-and id, with no fields, after an exponential delay (mean ``label_delay_hours``); a share ``late_rate`` of labels comes after ``label_ttl_hours`` (too
-late to learn from) and a share ``never_rate`` never comes. The disparity is built in twice, as in credit data: group b's
-incomes are lower (a historical gap), and its repayment odds are lower at equal features (the labels themselves carry
-the bias). A model that predicts repayment as well as it can therefore approves group a far more often; a fair one
-trades a little accuracy for closer approval rates. Everything derives from ``seed``.
+and id, with no fields, after an exponential delay (mean ``label_delay_hours``); a share ``late_rate`` of labels comes
+after ``label_ttl_hours`` (too late to learn from) and a share ``never_rate`` never comes. The disparity is built in
+twice, as in credit data: group b's incomes are lower (a historical gap), and its repayment odds are lower at equal
+features (the labels themselves carry the bias). A model that predicts repayment as well as it can therefore approves
+group a far more often; a fair one trades a little accuracy for closer approval rates. Everything derives from ``seed``.
 
 >>> stream = ApplicantStream(applications=2000, start_ms=0, span_ms=86_400_000, seed=7)
 >>> group, label = stream.group, stream.label
