@@ -63,7 +63,9 @@ class DpCountParams:
     horizon: int = param(720, "T: windows per epoch (each epoch is paid once)", min=1, max=1 << 20)
     mechanism: Literal["binary-laplace", "binary-gaussian", "honaker", "smooth", "sqrt"] = param(
         "sqrt", "continual counter", choices=MECHANISMS)
-    rho: float = param(0.5, "zCDP cost of an epoch's counts (binary-laplace: epsilon = sqrt(2 rho))", min=1e-6, max=100.0)
+    rho: float = param(0.5, "zCDP cost of an epoch's counts", min=1e-6, max=100.0)
+    epsilon: float = param(0.0, "pure-DP cost of an epoch's counts, for binary-laplace (its rho is epsilon² / 2); "
+                                "0: epsilon = sqrt(2 rho)", min=0.0, max=100.0)
     top_rho: float = param(0.0, "zCDP cost of an epoch's private top category (SumSelect); 0: none", min=0.0, max=100.0)
     budget: float = param(1.0, "zCDP budget of a stream over all its epochs", min=1e-6)
     ledger: str = param("runs/dp-ledger", "directory of the budget ledger (relative to the working directory)")
@@ -76,7 +78,7 @@ class _Stream:
     def __init__(self, operator: DpCountOperator, epoch: int) -> None:
         p = operator.params
         seed = None if p.seed < 0 else p.seed + epoch
-        kwargs = ({"epsilon": math.sqrt(2 * p.rho)} if p.mechanism == "binary-laplace" else {"rho": p.rho})
+        kwargs = ({"epsilon": p.epsilon or math.sqrt(2 * p.rho)} if p.mechanism == "binary-laplace" else {"rho": p.rho})
         self.counters = [continual_counter(p.mechanism, p.horizon, seed=None if seed is None else seed * 1000 + c, **kwargs)
                          for c in range(len(p.categories))]
         self.top = (sum_select(p.horizon, len(p.categories), epsilon=epsilon_for(p.top_rho, TOP_DELTA), delta=TOP_DELTA,
@@ -99,7 +101,8 @@ class DpCountOperator(Operator):
         if not params.categories or len(set(params.categories)) != len(params.categories):
             raise ParamError("categories", f"needs distinct categories, got {params.categories!r}")
         self.window_ms = int(round(params.window_seconds * 1000))
-        self.epoch_cost = params.rho + params.top_rho
+        counts_rho = params.epsilon ** 2 / 2 if params.mechanism == "binary-laplace" and params.epsilon else params.rho
+        self.epoch_cost = counts_rho + params.top_rho
         if self.epoch_cost > params.budget:
             raise ParamError("budget", f"{params.budget:g} cannot pay one epoch (rho + top_rho = {self.epoch_cost:g})")
         self.ledger = BudgetLedger(params.ledger, name, params.budget)
@@ -232,7 +235,10 @@ class DpCountOperator(Operator):
                 Reading("vigil_dp_budget_total", (), self.params.budget * len(mine)),
                 Reading("vigil_dp_streams_exhausted", (),
                         sum(spent.get(key, 0.0) + self.epoch_cost > self.params.budget * (1 + 1e-12) for key in mine)),
-                *(Reading("vigil_dp_releases_total", (outcome,), count) for outcome, count in self.totals.items())]
+                *(Reading("vigil_dp_releases_total", (outcome,), count) for outcome, count in self.totals.items()),
+                *(Reading("vigil_dp_released_count", (category,),
+                          sum(float(np.asarray(s.counters[c].last)) for s in self.streams.values()))
+                  for c, category in enumerate(self.params.categories))]
 
     def snapshot(self) -> dict[str, Any]:
         return {"totals": dict(self.totals), "slot_keys": {str(k): v for k, v in self.slot_keys.items()},

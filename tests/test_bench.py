@@ -48,3 +48,16 @@ def test_the_fairness_benchmark_reports_every_row_against_the_usual_stack():
     assert len(rows) == 7 and rows[0].endswith("| 1.0x |")
     assert all(float(row.rsplit("|", 2)[-2].strip().rstrip("x")) > 0 for row in rows)
     assert "reservoir baseline" in result.stdout
+
+
+def test_the_privacy_benchmark_small_pass_audits_and_flags_a_planted_bug(tmp_path):
+    subprocess.run([sys.executable, "bench/bench_privacy.py", "--small", "--json", str(tmp_path / "p.json")], cwd=REPO,
+                   capture_output=True, text=True, check=True, timeout=600)
+    result = json.loads((tmp_path / "p.json").read_text())
+    low, high = result["t4"]["correct"]["interval"]
+    assert low <= 1.0 <= high  # a correct Laplace tree: the audited epsilon's interval contains 1
+    assert result["t4"]["half_noise"]["interval"][0] > 1.0  # half the noise: flagged
+    for row in result["t1"]:
+        assert abs(row["mean_var"] / row["mean_var_exact"] - 1) < 0.25, row
+    assert all(row["max_updates"] <= row["cap"] and row["within_bound"] >= 0.95 for row in result["t5"])
+    assert all(row["algorithm"] == "counter" and row["within_bound"] >= 0.95 for row in result["t6"])

@@ -137,6 +137,8 @@ ledger = "{tmp_path / 'ledger'}"
     assert 'vigil_dp_budget_spent{operator="regions"} 0.5' in metrics
     assert 'vigil_dp_budget_total{operator="regions"} 1.0' in metrics
     assert 'vigil_dp_releases_total{operator="regions",outcome="released"} 49.0' in metrics
+    north = float(metrics.split('vigil_dp_released_count{category="north",operator="regions"} ')[1].split()[0])
+    assert abs(north - sum(e.fields["region"] == "north" for e in events(3000)[:2940])) < 30  # the last release
     poor = tmp_path / "poor.toml"
     poor.write_text((tmp_path / "vigil.toml").read_text().replace("budget = 1.0", "budget = 0.1"))
     refused = vigil("config", "check", str(poor), check=False)

@@ -95,3 +95,14 @@ def test_counter_max_noise_stays_under_its_bound_and_grows_like_sqrt_d():
         medians.append(np.median(worst))
     assert 1.8 <= medians[1] / medians[0] <= 2.5  # sqrt(4) = 2, times a slowly growing union-bound factor
     assert math.isfinite(medians[0])
+
+
+def test_a_restored_selector_continues_exactly_as_the_original():
+    rows = independent(np.random.default_rng(3), 6000)
+    for algorithm in ("svt", "counter"):
+        original = sum_select(6000, D, epsilon=1.0, delta=1e-6, algorithm=algorithm, seed=5)
+        original.update_many(rows[:2500])
+        restored = sum_select(6000, D, epsilon=1.0, delta=1e-6, algorithm=algorithm, seed=6)  # other noise...
+        restored.restore(original.snapshot())  # ...replaced by the original's, drawn-ahead noise included
+        assert np.array_equal(restored.update_many(rows[2500:]), original.update_many(rows[2500:]))
+        assert restored.updates == original.updates

@@ -46,6 +46,10 @@ class Privacy(NamedTuple):
             return self.epsilon
         return None if not self.delta else epsilon_for(self.rho, self.delta)
 
+    def __float__(self) -> float:
+        """ε for a pure-DP cost, ρ otherwise."""
+        return self.epsilon if self.epsilon is not None else self.rho
+
     def compose(self, other: Privacy) -> Privacy:
         """The cost of both mechanisms run on the same data."""
         epsilon = None if self.epsilon is None or other.epsilon is None else self.epsilon + other.epsilon

@@ -147,6 +147,10 @@ class Selector(Stateful):
     def spent(self) -> Privacy:
         return self.privacy if self.t else NONE
 
+    def update(self, row: np.ndarray) -> float:
+        """Add one row; returns the release after it (MaxSum: the estimate; SumSelect: the index, as a float)."""
+        return float(self.update_many(np.asarray(row)[None])[0])
+
     def update_many(self, rows: np.ndarray) -> np.ndarray:
         rows = np.maximum(np.asarray(rows, dtype=np.int64), 0).reshape(-1, self.dimensions)[: max(0, self.horizon - self.t)]
         if self.algorithm == "counter":
@@ -162,7 +166,8 @@ class Selector(Stateful):
     def snapshot(self) -> dict[str, Any]:
         if self.algorithm == "counter":
             return {"t": self.t, "counter": self.counter.snapshot()}
-        return {"t": self.t, "sums": self.sums.copy(), "state": self.state.copy(), "noise": self.query_noise.state()}
+        return {"t": self.t, "sums": self.sums.copy(), "state": self.state.copy(), "noise": self.query_noise.state(),
+                "thresholds": self.thresholds.copy(), "releases": self.releases.copy()}  # drawn ahead: state too
 
     def restore(self, state: dict[str, Any]) -> None:
         self.t = int(state["t"])
@@ -171,6 +176,8 @@ class Selector(Stateful):
         else:
             self.sums[...], self.state[...] = state["sums"], state["state"]
             self.query_noise.set_state(state["noise"])
+            self.thresholds = np.asarray(state["thresholds"], dtype=np.int64)
+            self.releases = np.asarray(state["releases"], dtype=np.int64)
 
     def state_bytes(self) -> int:
         if self.algorithm == "counter":

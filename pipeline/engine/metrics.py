@@ -40,6 +40,8 @@ OPERATOR_FAMILIES: dict[str, tuple[type, str, tuple[str, ...]]] = {
         Gauge, "Privacy (zCDP rho) spent by a dp_count operator's streams, summed over them, as its ledger records.", ()),
     "vigil_dp_budget_total": (Gauge, "Privacy budget (zCDP rho) of a dp_count operator's streams, summed over them.", ()),
     "vigil_dp_streams_exhausted": (Gauge, "Streams of a dp_count operator whose budget cannot pay another epoch.", ()),
+    "vigil_dp_released_count": (
+        Gauge, "A dp_count operator's latest private running count per category, summed over its streams.", ("category",)),
     "vigil_dp_releases_total": (
         Counter, "Windows of a dp_count operator by outcome (released; refused: no budget, last release repeated; late: "
                  "events of a window already released, dropped).", ("outcome",)),
