@@ -143,7 +143,7 @@ def test_discrete_laplace_fits_its_pmf_and_agrees_with_opendp(scale):
     dp.enable_features("contrib")
     reference = np.array(dp.m.make_laplace(dp.vector_domain(dp.atom_domain(T=int)), dp.l1_distance(T=int),
                                            scale=math.ceil(scale * 1024) / 1024)([0] * 100_000))
-    assert stats.ks_2samp(draws, reference).pvalue > 1e-4
+    assert stats.ks_2samp(draws, reference).pvalue > 1e-4  # OpenDP cannot be seeded: a lower level against flakes
 
 
 @pytest.mark.parametrize("sigma2", [0.4, 5.5, 400.0])
@@ -168,7 +168,7 @@ def assert_fits(draws: np.ndarray, support: np.ndarray, pmf: np.ndarray) -> None
         cells_o, cells_e = cells_o[:-1], cells_e[:-1]
         cells_o[-1] += observed[~keep].sum()
         cells_e[-1] += expected[~keep].sum()
-    assert stats.chisquare(cells_o, cells_e).pvalue > 1e-4
+    assert stats.chisquare(cells_o, cells_e).pvalue > 0.01  # seeded draws: a fixed p-value (0.13 to 0.82 here)
 
 
 def test_seeded_releases_do_not_depend_on_batching_and_restore_continues():

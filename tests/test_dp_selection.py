@@ -106,3 +106,16 @@ def test_a_restored_selector_continues_exactly_as_the_original():
         restored.restore(original.snapshot())  # ...replaced by the original's, drawn-ahead noise included
         assert np.array_equal(restored.update_many(rows[2500:]), original.update_many(rows[2500:]))
         assert restored.updates == original.updates
+
+
+def test_each_update_uses_a_fresh_threshold():
+    """Instrumented: round r compares against the r-th threshold draw, so after an update the next comparison uses
+    another one. With every threshold after the first made unreachable, exactly one update can happen."""
+    rows = staircase(np.random.default_rng(4), 20_000)
+    selector = max_sum(20_000, D, epsilon=1.0, delta=1e-6, algorithm="svt", seed=1)
+    selector.thresholds = np.r_[selector.thresholds[:1], np.full(len(selector.thresholds) - 1, 1 << 40)]
+    selector.update_many(rows)
+    assert selector.updates == 1
+    fresh = max_sum(20_000, D, epsilon=1.0, delta=1e-6, algorithm="svt", seed=1)
+    fresh.update_many(rows)
+    assert fresh.updates > 1 and len(set(fresh.thresholds[:fresh.updates + 1].tolist())) > 1
