@@ -149,6 +149,29 @@ def build_parser() -> argparse.ArgumentParser:
     fairness.add_argument("--plot", metavar="PNG", help="write the accuracy-vs-parity trade-off plot (needs matplotlib, "
                           "the plots extra)")
 
+    nab = evaluate_kinds.add_parser(
+        "nab", help="the Numenta Anomaly Benchmark score of a detector on a directory of series",
+        description="Score every series of the windows file found under DIR with the detector (as vigil score does), "
+        "choose one threshold for the whole set by NAB's sweep, and print the normalised score for the three "
+        "profiles and a per-file table.")
+    nab.add_argument("--data-dir", required=True, metavar="DIR", help="NAB's data directory (category/name.csv files)")
+    nab.add_argument("--windows", required=True, metavar="FILE", help="NAB's combined_windows.json")
+    nab.add_argument("--detector", default="zscore", choices=["zscore", "hst", "windowed_gaussian"],
+                     help="detector (default zscore)")
+    nab.add_argument("--json", action="store_true", help="print one JSON object: profiles and files")
+
+    score = commands.add_parser(
+        "score", help="an anomaly score per row of a CSV time series",
+        description="Stream a CSV time series through a detector, causally (a row's score depends on the rows before "
+        "it only), and write timestamp,value,anomaly_score with the score in [0, 1].")
+    score.add_argument("--input", required=True, metavar="FILE", help="CSV with a header")
+    score.add_argument("--timestamp-column", default="timestamp", metavar="C", help="default timestamp")
+    score.add_argument("--value-column", default="value", metavar="V", help="default value")
+    score.add_argument("--key", metavar="K", help="a column naming the series of each row (one detector state each)")
+    score.add_argument("--detector", default="zscore", choices=["zscore", "hst", "windowed_gaussian"],
+                       help="detector (default zscore)")
+    score.add_argument("--output", required=True, metavar="FILE", help="the scores, as CSV")
+
     config = commands.add_parser("config", help="check or print configuration", description="Configuration helpers.")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION",
                                             help="check a file or print the example")
@@ -203,6 +226,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _config_command(args)
         if args.command == "evaluate" and args.evaluate_kind == "fairness":
             return _fairness_command(args)
+        if args.command == "evaluate" and args.evaluate_kind == "nab":
+            return _nab_command(args)
+        if args.command == "score":
+            return _score_command(args)
         if args.command == "evaluate":
             return _evaluate_command(args)
         config = load_config(args.config, _overrides(args))
@@ -310,6 +337,52 @@ def _fairness_command(args: argparse.Namespace) -> int:
     for row in results:
         shown = f"{row['lambda']:g}" if row["method"] in FAIR_METHODS else "-"
         print(f"  {row['method']:<24}{shown:>8}{row['accuracy']:>10.4f}{row['demographic_parity']:>9.4f}")
+    return 0
+
+
+def _score_command(args: argparse.Namespace) -> int:
+    from pipeline.evaluation.score import read_series, score_series, write_scores
+
+    table = read_series(args.input, args.timestamp_column, args.value_column, args.key)
+    for problem in table.problems:
+        print(f"warning: {args.input}: {problem}", file=sys.stderr)
+    scores = score_series(table, args.detector)
+    write_scores(args.output, table, scores)
+    print(f"{args.output}: {len(scores)} rows scored by {args.detector}")
+    return 0
+
+
+def _nab_command(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from pipeline.evaluation.nab import PROFILES, best_score, load_corpus, sweep
+    from pipeline.evaluation.score import SeriesTable, score_series
+
+    corpus = load_corpus(args.data_dir, args.windows)
+    if not corpus:
+        raise ValueError(f"no series of {args.windows} under {args.data_dir}")
+    scores = [score_series(SeriesTable([str(t) for t in s.timestamps], s.timestamps.astype("datetime64[ms]").astype("int64"),
+                                       s.values, np.full(len(s.values), "series", dtype=object)), args.detector)
+              for s in corpus]
+    profiles = {}
+    for profile in PROFILES:
+        threshold, score = best_score(corpus, scores, profile)
+        profiles[profile] = {"threshold": threshold, "score": score}
+    threshold = profiles["standard"]["threshold"]
+    files = []
+    for series, values in zip(corpus, scores):
+        levels, raw = sweep([series], [values])
+        files.append({"file": series.name, "rows": len(values), "windows": len(series.windows),
+                      "detections": int((values >= threshold).sum()),
+                      "raw_standard": float(raw[np.flatnonzero(levels >= threshold)[-1]]) + 0.0})
+    if args.json:
+        print(json.dumps({"detector": args.detector, "files": files, "profiles": profiles}, sort_keys=True))
+        return 0
+    print(f"NAB, {args.detector}, {len(corpus)} series, threshold optimised on them: "
+          + ", ".join(f"{name} {p['score']:.2f}" for name, p in profiles.items()))
+    print(f"  {'file':<58}{'rows':>7}{'windows':>8}{'detections':>11}{'raw (standard)':>16}")
+    for row in files:
+        print(f"  {row['file']:<58}{row['rows']:>7}{row['windows']:>8}{row['detections']:>11}{row['raw_standard']:>16.3f}")
     return 0
 
 
