@@ -35,7 +35,8 @@ def test_scores_every_row_causally_and_reports_bad_rows(tmp_path):
     changed = values[:1300] + ["1000"] * 200  # later rows changed: earlier scores stay
     write_series(tmp_path / "changed.csv", changed, stamps)
     vigil("score", "--input", str(tmp_path / "changed.csv"), "--output", str(tmp_path / "changed-out.csv"))
-    assert [r["anomaly_score"] for r in read_scores(tmp_path / "changed-out.csv")][:1300] == [r["anomaly_score"] for r in rows][:1300]
+    again = read_scores(tmp_path / "changed-out.csv")
+    assert [r["anomaly_score"] for r in again][:1300] == [r["anomaly_score"] for r in rows][:1300]
 
 
 def test_clear_errors_for_a_missing_column_or_a_bad_timestamp(tmp_path):

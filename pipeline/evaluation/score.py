@@ -10,7 +10,8 @@ scored 0 (the detector does not see it).
 
 >>> import tempfile, pathlib
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "s.csv"
->>> _ = path.write_text("timestamp,value\\n" + "".join(f"2024-01-01 00:{i // 60:02d}:{i % 60:02d},{i % 7}\\n" for i in range(900)))
+>>> lines = (f"2024-01-01 00:{i // 60:02d}:{i % 60:02d},{i % 7}\\n" for i in range(900))
+>>> _ = path.write_text("timestamp,value\\n" + "".join(lines))
 >>> table = read_series(path, "timestamp", "value")
 >>> scores = score_series(table, "zscore")
 >>> len(scores), float(scores.min()) >= 0.0, float(scores.max()) <= 1.0, table.problems
