@@ -51,7 +51,7 @@ import numba
 import numpy as np
 
 from kernels.adam import BETAS_EPS, adam_step
-from kernels.state import Stateful, tensor_bytes
+from kernels.state import SlotArrays, Stateful, tensor_bytes
 
 HUBER_DELTA = 0.01
 
@@ -332,7 +332,7 @@ def _learn_with_reservoirs(x, y, groups, weight, bias, logits, ancestors, left, 
         _adam_all(weight, bias, logits, g_weight, g_bias, g_logits, moments, steps, lr, beta1, beta2, eps)
 
 
-class ForestBank(Stateful):
+class ForestBank(SlotArrays, Stateful):
     """Independent Aranyani learners over the same inputs, one per model index (an entity's, in an operator), trained by
     one compiled loop: :meth:`learn` takes each row's model. Every model starts from the same seeded parameters (those
     of ``ObliqueForest(features, 2, trees, depth, seed)``), so a model's results do not depend on its index or on the
@@ -384,9 +384,7 @@ class ForestBank(Stateful):
         return [*self.parameters, *self.moments, self.steps, self.group_counts, self.group_sums, self.group_grad_weight,
                 self.group_grad_bias]
 
-    @property
-    def models(self) -> int:
-        return len(self.steps)
+    models = SlotArrays.slots
 
     def learn(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray, models: np.ndarray | None = None) -> np.ndarray:
         """The prediction for each row (made before learning from it) by model ``models[row]`` (default 0); rows with
@@ -404,19 +402,9 @@ class ForestBank(Stateful):
 
     def reset(self, models: np.ndarray) -> None:
         """Models back to their initial state."""
-        for array in self._arrays():
-            array[models] = 0
+        super().reset(models)
         for mine, initial in zip(self.parameters, self.initial.parameters()):
             mine[models] = initial
-
-    def resize(self, models: int) -> None:
-        """Room for ``models`` models (the new ones in their initial state); never shrinks."""
-        if models <= self.models:
-            return
-        old = self._arrays()
-        self._allocate(models)
-        for mine, kept in zip(self._arrays(), old):
-            mine[: len(kept)] = kept
 
     def snapshot(self) -> dict:
         return {"parameters": [p.copy() for p in self.parameters], "moments": [m.copy() for m in self.moments],

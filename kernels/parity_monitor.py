@@ -41,7 +41,7 @@ from statistics import NormalDist
 import numba
 import numpy as np
 
-from kernels.state import Stateful, tensor_bytes
+from kernels.state import SlotArrays, Stateful, tensor_bytes
 
 KINDS = ("parity", "opportunity")  # decisions on every instance, and on truly positive instances
 
@@ -152,7 +152,7 @@ class ParityReport:
     opportunity_interval: tuple[float, float]
 
 
-class ParityMonitor(Stateful):
+class ParityMonitor(SlotArrays, Stateful):
     """Sliding windows of decisions per monitored stream and group (module docstring).
 
     Parameters
@@ -185,9 +185,7 @@ class ParityMonitor(Stateful):
     def _arrays(self) -> list[np.ndarray]:
         return [table[kind] for table in (self.rings, self.pushed, self.positives) for kind in KINDS]
 
-    @property
-    def monitors(self) -> int:
-        return len(self.pushed["parity"])
+    monitors = SlotArrays.slots
 
     def observe(self, kind: str, groups: np.ndarray, decisions: np.ndarray, monitors: np.ndarray | None = None) -> np.ndarray:
         """Add observations in stream order: decisions (``kind="parity"``) or decisions on truly positive instances
@@ -228,19 +226,6 @@ class ParityMonitor(Stateful):
             tuple(counts.tolist()), tuple(p / n if n else math.nan for p, n in zip(positives.tolist(), counts.tolist())),
             tuple(wilson_interval(p, n, self.z) for p, n in zip(positives.tolist(), counts.tolist())),
             parity_gap, tuple(parity_interval), tuple(opportunity.tolist()), opportunity_gap, tuple(opportunity_interval))
-
-    def reset(self, monitors: np.ndarray) -> None:
-        for array in self._arrays():
-            array[monitors] = 0
-
-    def resize(self, monitors: int) -> None:
-        """Room for ``monitors`` streams (the new ones empty); never shrinks."""
-        if monitors <= self.monitors:
-            return
-        old = self._arrays()
-        self._allocate(monitors)
-        for mine, kept in zip(self._arrays(), old):
-            mine[: len(kept)] = kept
 
     def snapshot(self) -> dict:
         return {name: {kind: table[kind].copy() for kind in KINDS}

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from kernels.state import Stateful, tensor_bytes
+from kernels.state import SlotArrays, Stateful, tensor_bytes
 
 
 @numba.njit(cache=True)
@@ -35,14 +35,20 @@ def _standardise(values, streams, mean, m2, count, out):  # pragma: no cover - c
         count[s] = seen + 1
 
 
-class RunningStandardiser(Stateful):
+class RunningStandardiser(SlotArrays, Stateful):
     """Running means and variances of ``features`` inputs for each of ``streams`` streams (:meth:`resize` adds more)."""
 
     def __init__(self, features: int, streams: int = 1) -> None:
         self.features = features
-        self.mean = np.zeros((streams, features))
-        self.m2 = np.zeros((streams, features))
+        self._allocate(streams)
+
+    def _allocate(self, streams: int) -> None:
+        self.mean = np.zeros((streams, self.features))
+        self.m2 = np.zeros((streams, self.features))
         self.count = np.zeros(streams, dtype=np.int64)
+
+    def _arrays(self) -> list[np.ndarray]:
+        return [self.mean, self.m2, self.count]
 
     def transform(self, values: np.ndarray, streams: np.ndarray | None = None) -> np.ndarray:
         """Each row standardised with its stream's statistics so far, which it then joins."""
@@ -51,17 +57,6 @@ class RunningStandardiser(Stateful):
         out = np.empty_like(values)
         _standardise(values, streams, self.mean, self.m2, self.count, out)
         return out
-
-    def reset(self, streams: np.ndarray) -> None:
-        for array in (self.mean, self.m2, self.count):
-            array[streams] = 0
-
-    def resize(self, streams: int) -> None:
-        if streams > len(self.count):
-            grow = streams - len(self.count)
-            self.mean = np.r_[self.mean, np.zeros((grow, self.features))]
-            self.m2 = np.r_[self.m2, np.zeros((grow, self.features))]
-            self.count = np.r_[self.count, np.zeros(grow, dtype=np.int64)]
 
     def snapshot(self) -> dict:
         return {"mean": self.mean.copy(), "m2": self.m2.copy(), "count": self.count.copy()}

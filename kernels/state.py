@@ -52,3 +52,32 @@ def tensor_bytes(tensors) -> int:
     40
     """
     return sum(t.nbytes for t in tensors)
+
+
+class SlotArrays:
+    """State held in arrays whose first axis is a slot (a model, a stream): subclasses define ``_allocate(slots)``
+    (fresh arrays) and ``_arrays()`` (the arrays, in a fixed order); slots can then grow and be reset."""
+
+    def _allocate(self, slots: int) -> None:
+        raise NotImplementedError
+
+    def _arrays(self) -> list:
+        raise NotImplementedError
+
+    @property
+    def slots(self) -> int:
+        return len(self._arrays()[0])
+
+    def resize(self, slots: int) -> None:
+        """Room for ``slots`` slots, the new ones fresh; never shrinks."""
+        if slots <= self.slots:
+            return
+        old = self._arrays()
+        self._allocate(slots)
+        for mine, kept in zip(self._arrays(), old):
+            mine[: len(kept)] = kept
+
+    def reset(self, slots) -> None:
+        """These slots back to zero."""
+        for array in self._arrays():
+            array[slots] = 0

@@ -119,8 +119,11 @@ class LabelJoin(Stateful):
         """Add the decisions of ``batch`` (rows ``decided`` with an id; their ``payload`` and ``groups`` rows are kept)
         and join its label rows (``labels`` >= 0, with an id) to waiting decisions, in stream order."""
         n = len(batch)
+        if not n:
+            return Joined(np.zeros(0, dtype=np.int64), np.zeros((0, self.width)), np.zeros(0, dtype=np.int64),
+                          np.zeros(0, dtype=np.int64))
         has_id = batch.ids != None  # noqa: E711 - element-wise
-        clock = np.maximum.accumulate(np.maximum(batch.ts_ms, self.clock)) if n else np.zeros(0, dtype=np.int64)
+        clock = np.maximum.accumulate(np.maximum(batch.ts_ms, self.clock))
         new_rows = np.flatnonzero(decided & has_id)
         new_seq = self.next_seq + np.arange(len(new_rows))
         before = self.next_seq + np.searchsorted(new_rows, np.arange(n))  # decisions numbered before each row
@@ -146,8 +149,8 @@ class LabelJoin(Stateful):
         place = np.where(use_stored, stored % self.capacity, 0)
         row_of = np.r_[new_rows, 0][in_batch]  # the in-batch decision's row (index -1 picks the padding)
         seq = np.where(from_batch, np.r_[new_seq, 0][in_batch], np.where(use_stored, stored, -1))
-        decision_clock = np.where(from_batch, clock[row_of], self.clock_at[place]) if n else row_of
-        decision_slot = np.where(from_batch, batch.slots[row_of], self.slot[place]) if n else row_of
+        decision_clock = np.where(from_batch, clock[row_of], self.clock_at[place])
+        decision_slot = np.where(from_batch, batch.slots[row_of], self.slot[place])
         valid = (seq >= 0) & (before[label_rows] - seq < self.capacity) & (clock[label_rows] - decision_clock <= self.ttl_ms) \
             & (decision_slot == batch.slots[label_rows])
         valid &= from_batch | (self.waiting[place] & (self.seq[place] == stored))
@@ -179,8 +182,7 @@ class LabelJoin(Stateful):
         self.payload[places] = payload[rows]
         self.index.update(zip(batch.ids[rows][keep[tail]].tolist(), new_seq[tail][keep[tail]].tolist()))
         self.next_seq += len(new_rows)
-        if n:
-            self.clock = int(clock[-1])
+        self.clock = int(clock[-1])
         self._expire()
         return joined
 

@@ -56,6 +56,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.evaluation import timeseries
+from pipeline.evaluation.timeseries import roc_auc_rows
+
 DEFAULT_EPOCHS = 5000  # the authors' run_main.sh
 AUTOENCODERS = ("apre-mss", "apre", "mse-ae")
 
@@ -152,37 +155,22 @@ def standardise(X: np.ndarray, split: Split) -> np.ndarray:
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Mann-Whitney ROC-AUC, ties counted as one half.
+    """Mann-Whitney ROC-AUC, ties counted as one half (:func:`pipeline.evaluation.timeseries.roc_auc`).
 
     >>> roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]))
     0.75
     """
-    return float(roc_auc_rows(np.asarray(scores)[None], labels)[0])
-
-
-def roc_auc_rows(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """ROC-AUC of every row of a (rows, samples) score matrix against one label vector."""
-    from scipy.stats import rankdata
-
-    ranks = rankdata(scores, axis=1)
-    positive = labels == 1
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    return (ranks[:, positive].sum(1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return timeseries.roc_auc(labels, scores)
 
 
 def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Sum over score thresholds of (recall gain) x precision, as scikit-learn defines it.
+    """Sum over score thresholds of (recall gain) x precision, as scikit-learn defines it
+    (:func:`pipeline.evaluation.timeseries.average_precision`).
 
     >>> round(average_precision(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])), 4)
     0.8333
     """
-    order = np.argsort(-scores, kind="mergesort")
-    sorted_scores, hits = scores[order], labels[order]
-    last_of_threshold = np.r_[np.nonzero(np.diff(sorted_scores))[0], len(scores) - 1]
-    true_positives = np.cumsum(hits)[last_of_threshold]
-    precision = true_positives / (last_of_threshold + 1)
-    recall = true_positives / hits.sum()
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return timeseries.average_precision(labels, scores)
 
 
 # ----------------------------------------------------------------------------------------------------

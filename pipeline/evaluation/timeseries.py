@@ -134,11 +134,7 @@ def _buffers(maximum: int, splits: int, include_zero: bool) -> np.ndarray:
 def _thresholds(y_true: np.ndarray, y_score: np.ndarray, drop_intermediate: bool, big_data: bool, count: int) -> np.ndarray:
     """The distinct scores in decreasing order (optionally where the true-positive count changes, then ``count``
     interpolated percentiles)."""
-    order = np.argsort(y_score, kind="mergesort")[::-1]
-    scores, labels = y_score[order], y_true[order]
-    distinct = np.flatnonzero(np.diff(scores))
-    cut = np.r_[distinct, len(scores) - 1]
-    true_positives, thresholds = np.cumsum(labels)[cut], scores[cut]
+    thresholds, true_positives, _ = _curve(y_true, y_score)
     if drop_intermediate and len(true_positives) > 2:
         keep = np.r_[True, np.logical_or(np.diff(true_positives[:-1]), np.diff(true_positives[1:])), True]
         thresholds = thresholds[keep]
@@ -187,25 +183,35 @@ def pate_f1(y_true, y_pred, e_buffer: int = 100, d_buffer: int = 100, *, splits:
     return float(np.mean(scores))
 
 
-def _curve(y_true, y_score) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """True and false positives at each distinct score, highest first, and the positive and negative counts."""
+def _curve(y_true, y_score) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """At each distinct score, highest first: the score, and the true and false positives at or above it."""
     labels, score = (np.asarray(y_true) > 0).astype(np.int64), np.asarray(y_score, dtype=np.float64)
     order = np.argsort(score, kind="mergesort")[::-1]
     cut = np.r_[np.flatnonzero(np.diff(score[order])), len(score) - 1]
     tps = np.cumsum(labels[order])[cut]
-    return tps, cut + 1 - tps, int(labels.sum()), int(len(labels) - labels.sum())
+    return score[order][cut], tps, cut + 1 - tps
+
+
+def roc_auc_rows(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """ROC-AUC of every row of a (rows, samples) score matrix against one label vector (Mann-Whitney, ties counted as
+    one half: the trapezoidal ROC area, as scikit-learn's ``roc_auc_score``)."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(scores, axis=1)
+    positive = np.asarray(labels) == 1
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    return (ranks[:, positive].sum(1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
 def roc_auc(y_true, y_score) -> float:
-    """Point-wise ROC-AUC (ties as one threshold, trapezoidal), as scikit-learn's ``roc_auc_score``."""
-    tps, fps, positives, negatives = _curve(y_true, y_score)
-    return float(np.trapezoid(np.r_[0, tps / positives], np.r_[0, fps / negatives]))
+    """Point-wise ROC-AUC."""
+    return float(roc_auc_rows(np.asarray(y_score, dtype=np.float64)[None], (np.asarray(y_true) > 0).astype(int))[0])
 
 
 def average_precision(y_true, y_score) -> float:
     """Point-wise average precision, Σ (R_i − R_(i−1)) P_i over the distinct scores, as scikit-learn's."""
-    tps, fps, positives, _ = _curve(y_true, y_score)
-    return float(np.sum(np.diff(np.r_[0, tps / positives]) * tps / (tps + fps)))
+    _, tps, fps = _curve(y_true, y_score)
+    return float(np.sum(np.diff(np.r_[0, tps / tps[-1]]) * tps / (tps + fps)))
 
 
 def _soft_labels(labels: np.ndarray, window: int) -> np.ndarray:
