@@ -12,7 +12,9 @@ NAB (Lavin and Ahmad, 2015) scores a detector's ``anomaly_score`` per row of eac
 * the raw score is the sum over series; it is normalised as 100·(S − S_null)/(S_perfect − S_null), with the null
   detector (never fires: −A_FN per window) and the perfect one (fires at each window's first row: A_TP per window)
   over the windows that have scored rows;
-* NAB's optimiser picks θ by sweeping every distinct score of the corpus, maximising the raw score.
+* NAB's optimiser picks θ by sweeping every distinct score of the corpus, maximising the raw score;
+* scores are compared as NAB's results files store them, with 12 significant digits (Python 2's ``str(float)``):
+  a score within 5e-13 of 1 is 1, which decides which rows a threshold of 1.0 detects.
 
 Profiles: ``standard`` (A_TP 1, A_FP 0.11, A_FN 1), ``reward_low_FP_rate`` (1, 0.22, 1), ``reward_low_FN_rate``
 (1, 0.11, 2). This follows NAB's ``sweeper.py`` and ``runner.py`` row by row, as array operations.
@@ -97,11 +99,16 @@ def _rows(series: Series, profile: dict[str, float]) -> tuple[np.ndarray, np.nda
     return window, sweep, rows >= probation(n)
 
 
+def as_stored(scores: np.ndarray) -> np.ndarray:
+    """Scores rounded to 12 significant digits, as NAB's results files hold them (module docstring)."""
+    return np.char.mod("%.12g", np.asarray(scores, dtype=np.float64)).astype(np.float64)
+
+
 def sweep(corpus: list[Series], scores: list[np.ndarray], profile: str = "standard") -> tuple[np.ndarray, np.ndarray]:
-    """The corpus's raw score at every distinct anomaly score as threshold (highest first): (thresholds, raw scores).
-    A threshold above every score detects nothing."""
+    """The corpus's raw score at every distinct anomaly score (as stored) as threshold, highest first: (thresholds,
+    raw scores). A threshold above every score detects nothing."""
     weights = PROFILES[profile]
-    parts = [(_rows(series, weights), np.asarray(score, dtype=np.float64)) for series, score in zip(corpus, scores)]
+    parts = [(_rows(series, weights), as_stored(score)) for series, score in zip(corpus, scores)]
     window_ids, sweeps, values, offset = [], [], [], 0
     windows_scored = 0
     for (window, sweep_score, scored), score in parts:
