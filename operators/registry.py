@@ -36,6 +36,7 @@ class _OperatorTypes(Mapping[str, type[Operator]]):
     _PATHS = {
         "zscore": "operators.zscore:ZScoreOperator",
         "hst": "operators.hst:HalfSpaceTreesOperator",
+        "metric_stream": "operators.metric_stream:MetricStreamOperator",
         "apre_mss": "operators.apre_mss:ApreMssOperator",
         "ape": "operators.ape:ApeOperator",
         "drift": "operators.drift:DriftOperator",

@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 from pipeline.config import DEFAULT_CONFIG, ConfigError, ConfigIssue, load_config
+from pipeline.evaluation.score import DETECTORS as SCORE_DETECTORS
 from pipeline.engine.kafka import BrokerWaitStopped, quiet_client_logs
 
 log = logging.getLogger("vigil")
@@ -156,8 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
         "profiles and a per-file table.")
     nab.add_argument("--data-dir", required=True, metavar="DIR", help="NAB's data directory (category/name.csv files)")
     nab.add_argument("--windows", required=True, metavar="FILE", help="NAB's combined_windows.json")
-    nab.add_argument("--detector", default="zscore", choices=["zscore", "hst", "windowed_gaussian"],
-                     help="detector (default zscore)")
+    nab.add_argument("--detector", default="metric_stream", choices=list(SCORE_DETECTORS),
+                     help="detector (default metric_stream)")
     nab.add_argument("--json", action="store_true", help="print one JSON object: profiles and files")
 
     score = commands.add_parser(
@@ -168,8 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--timestamp-column", default="timestamp", metavar="C", help="default timestamp")
     score.add_argument("--value-column", default="value", metavar="V", help="default value")
     score.add_argument("--key", metavar="K", help="a column naming the series of each row (one detector state each)")
-    score.add_argument("--detector", default="zscore", choices=["zscore", "hst", "windowed_gaussian"],
-                       help="detector (default zscore)")
+    score.add_argument("--detector", default="metric_stream", choices=list(SCORE_DETECTORS),
+                       help="detector (default metric_stream)")
     score.add_argument("--output", required=True, metavar="FILE", help="the scores, as CSV")
 
     config = commands.add_parser("config", help="check or print configuration", description="Configuration helpers.")

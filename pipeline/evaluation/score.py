@@ -1,8 +1,9 @@
 """``vigil score``: a CSV time series through a detector, one ``anomaly_score`` in [0, 1] per row, causally.
 
 The rows become events of one entity (or one per ``--key`` value) and go, in file order and in batches, through the
-same operator chain a live run uses (:class:`operators.registry.OperatorChain`). A scoring operator's score becomes
-``1 − p``, its calibrated p-value (:mod:`operators.alerting`), 0 while it warms up; ``windowed_gaussian`` is NAB's
+same operator chain a live run uses (:class:`operators.registry.OperatorChain`). The default, ``metric_stream``
+(:mod:`operators.metric_stream`), scores in [0, 1] itself; another scoring operator's score becomes ``1 − p``, its
+calibrated p-value (:mod:`operators.alerting`); both are 0 while the detector warms up. ``windowed_gaussian`` is NAB's
 baseline (:mod:`pipeline.evaluation.nab`), kept to check the NAB harness end to end. A row's score depends on the rows
 before it only. Irregular spacing and gaps are fine (the detectors are event-driven); duplicate timestamps and rows out
 of time order are scored in file order and reported; a value that is not a number is reported with its line and
@@ -31,7 +32,8 @@ from operators.batch import P_VALUE_SUFFIX, Batch
 from operators.registry import OperatorChain, OperatorSpec
 
 BATCH = 4096
-DETECTORS = ("zscore", "hst", "windowed_gaussian")
+DETECTORS = ("metric_stream", "zscore", "hst", "windowed_gaussian")
+OWN_SCORE = ("metric_stream",)  # detectors whose score is already in [0, 1] and comparable across series
 
 
 @dataclass
@@ -91,7 +93,11 @@ def _number(text: str) -> float:
 
 
 def _chain(detector: str) -> OperatorChain:
-    if detector == "zscore":
+    if detector == "metric_stream":
+        from operators.metric_stream import MetricStreamParams
+
+        spec = OperatorSpec("metric_stream", "detector", ("value",), MetricStreamParams())
+    elif detector == "zscore":
         from operators.zscore import ZScoreParams
 
         spec = OperatorSpec("zscore", "detector", ("value",), ZScoreParams(alerting=AlertingParams()))
@@ -104,7 +110,7 @@ def _chain(detector: str) -> OperatorChain:
     return OperatorChain.build([spec], max_entities=1_000_000)
 
 
-def score_series(table: SeriesTable, detector: str = "zscore") -> np.ndarray:
+def score_series(table: SeriesTable, detector: str = "metric_stream") -> np.ndarray:
     """One anomaly score in [0, 1] per row (module docstring)."""
     if detector == "windowed_gaussian":
         from pipeline.evaluation.nab import windowed_gaussian
@@ -124,8 +130,11 @@ def score_series(table: SeriesTable, detector: str = "zscore") -> np.ndarray:
                       np.full(count, "file", dtype=object), np.full(count, -1, dtype=np.int64),
                       np.arange(part.start, part.stop, dtype=np.int64), numeric={"value": table.values[part]})
         chain.run(batch)
-        p_values = batch.scores["detector" + P_VALUE_SUFFIX]
-        out[part] = np.where(np.isnan(p_values), 0.0, 1.0 - p_values)
+        if detector in OWN_SCORE:
+            out[part] = np.nan_to_num(batch.scores["detector"], nan=0.0)
+        else:
+            p_values = batch.scores["detector" + P_VALUE_SUFFIX]
+            out[part] = np.where(np.isnan(p_values), 0.0, 1.0 - p_values)
     return np.clip(out, 0.0, 1.0)
 
 
