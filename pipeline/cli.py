@@ -173,6 +173,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="detector (default metric_stream)")
     score.add_argument("--output", required=True, metavar="FILE", help="the scores, as CSV")
 
+    report = commands.add_parser(
+        "report", help="an HTML report with plots of a run directory or of vigil score outputs",
+        description="Write RUN_DIR/report.html (self-contained, images embedded) and RUN_DIR/report/*.png: per series, "
+        "the values, scores, threshold, alerts, drift alerts and labelled windows; tables of alerts by operator and "
+        "severity and, when labels exist, quality figures. RUN_DIR is what vigil demo, run or replay wrote, or a "
+        "directory of vigil score CSV files (with an optional NAB-style windows.json).",
+    )
+    report.add_argument("run_dir", metavar="RUN_DIR", type=Path)
+    report.add_argument("--threshold", type=float, help="the detection threshold drawn and applied to vigil score outputs")
+    report.add_argument("--max-series", type=int, default=12, help="series plotted at most (default 12)")
+
     config = commands.add_parser("config", help="check or print configuration", description="Configuration helpers.")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION",
                                             help="check a file or print the example")
@@ -231,6 +242,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _nab_command(args)
         if args.command == "score":
             return _score_command(args)
+        if args.command == "report":
+            from pipeline.report import write_report
+
+            print(write_report(args.run_dir, threshold=args.threshold, max_series=args.max_series))
+            return 0
         if args.command == "evaluate":
             return _evaluate_command(args)
         config = load_config(args.config, _overrides(args))

@@ -14,8 +14,8 @@ FIVE_MINUTES = 300_000
 NAB = Path(__file__).resolve().parents[2] / "shared" / "data" / "nab"
 
 
-def run(values, ts=None, settings=MetricStreamSettings()):
-    detector = MetricStreamDetector(settings)
+def run(values, ts=None):
+    detector = MetricStreamDetector(MetricStreamSettings())
     ts = np.arange(len(values), dtype=np.int64) * FIVE_MINUTES if ts is None else ts
     scores, reasons, _ = detector.score_and_learn(np.zeros(len(values), dtype=np.int64), ts, np.asarray(values)[:, None])
     return scores[:, 0], reasons[:, 0]
