@@ -13,14 +13,21 @@ Each stream keeps three predictions of its next value and, for each, how surpris
   ``likelihood_warmup`` averages behind it;
 * **new range** (the spatial rule of NAB's HTM detector): a value beyond the range of every earlier value by more than
   ``range_tolerance`` of that range's width scores 1;
-* **first crossing, then silence**: the stream's score is the largest of these four, and it is emitted only if it
+* **new pattern** (after the novelty memory of NAB's leaders, CAD OSE and ARTime): every ``block`` values become one
+  level, the block's value farthest from the previous block's mean (so spikes and dips survive) placed among
+  ``levels`` equal bins of the range of earlier blocks; the last ``pattern`` levels form a code, and a code never seen
+  before scores −log₁₀(r)/``novelty_saturation`` (at most 1), r being the stream's running rate of new codes
+  (weight ``novelty_alpha``): a new shape is surprising in proportion to how rarely shapes are new. The codes seen are
+  one bit each (``levels`` ** ``pattern`` bits); scoring starts after ``novelty_warmup`` blocks;
+* **first crossing, then silence**: the stream's score is the largest of these five, and it is emitted only if it
   is higher than each of the stream's previous ``refractory`` scores, else 0. Whatever threshold a user alerts at,
   a burst of surprise crosses it once; a re-alarm within the period needs something more surprising.
 
 Nothing is scored during the first ``warmup`` values of a stream. Memory per stream is constant: the two profiles
-(``day_buckets`` × 8 buckets of a float and a count) and a few numbers per prediction. A value that is not finite is
-skipped (score NaN, not learned). Every row updates only its own stream with correctly rounded float64 arithmetic,
-so a score does not depend on batching or on other streams.
+(``day_buckets`` × 8 buckets of a float and a count, 27 KB by default), the pattern bits (4 KB by default) and a few
+numbers per prediction. A value that is not finite is skipped (score NaN, not learned). Every row updates only its
+own stream with correctly rounded float64 arithmetic, so a score does not depend on batching or on other streams.
+No parameter depends on a series' length or range: timescales are counts of values or spans of event time.
 
 Why hand-written: the detector is a sequential recurrence per stream, fused here into one compiled loop; no library
 provides the anomaly likelihood on residuals of several predictors, nor the score-then-learn discipline per row.
@@ -41,11 +48,15 @@ Ahmad, S., Lavin, A., Purdy, S. and Agha, Z. (2017). Unsupervised real-time anom
 
 Lavin, A. and Ahmad, S. (2015). Evaluating real-time anomaly detection algorithms: the Numenta Anomaly Benchmark.
 *IEEE ICMLA*.
+
+Smirnov, M. (2016). CAD: Contextual Anomaly Detector (CAD OSE), https://github.com/smirmik/CAD.
+
+Chavarria, M. (2021). ARTime: anomaly detection with adaptive resonance theory, https://github.com/markNZed/ARTimeNAB.jl.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -55,13 +66,15 @@ from kernels.state import SlotArrays, Stateful, tensor_bytes
 
 MS_PER_DAY = 86_400_000
 PREDICTIONS = 3  # naive, daily, weekly
-REASONS = ("naive", "daily profile", "weekly profile", "new range")
-NEW_RANGE = 3
-_LOG_1E10 = math.log(1e-10)
+REASONS = ("naive", "daily profile", "weekly profile", "new range", "new pattern")
+NEW_RANGE, NEW_PATTERN = 3, 4
+LOG_SATURATION = 10.0  # a likelihood score reaches 1 at tail probability 1e-10, as the reference's log score does
+ERROR_CAP = 50.0  # an error counts at most this many typical errors: one outlier cannot own the average for long
 
 
-@dataclass(frozen=True)
-class MetricStreamSettings:
+class MetricStreamSettings(NamedTuple):
+    """The detector's parameters (documented on :class:`operators.metric_stream.MetricStreamParams`)."""
+
     warmup: int = 150
     day_buckets: int = 288
     profile_alpha: float = 0.3
@@ -71,7 +84,57 @@ class MetricStreamSettings:
     likelihood_alpha: float = 0.002
     likelihood_warmup: int = 300
     range_tolerance: float = 0.05
+    block: int = 6
+    levels: int = 8
+    pattern: int = 5
+    novelty_alpha: float = 0.02
+    novelty_saturation: float = 3.0
+    novelty_warmup: int = 50
     refractory: int = 120
+
+
+class State(NamedTuple):
+    """Per stream (first axis): the arrays of the module docstring's parts."""
+
+    count: np.ndarray  # values seen
+    low: np.ndarray  # range of the values seen
+    high: np.ndarray
+    last: np.ndarray  # the naive prediction
+    day: np.ndarray  # daily profile per bucket, and values seen per bucket
+    day_seen: np.ndarray
+    week: np.ndarray
+    week_seen: np.ndarray
+    scale: np.ndarray  # per prediction: running error size, errors seen
+    scale_n: np.ndarray
+    ring: np.ndarray  # per prediction: the last `average` normalised errors, their sum, how many
+    ring_sum: np.ndarray
+    filled: np.ndarray
+    mu: np.ndarray  # per prediction: the Gaussian of the averages, averages seen
+    var: np.ndarray
+    fit_n: np.ndarray
+    block: np.ndarray  # per stream: sum, values, extreme and its distance to the last block mean, that mean
+    block_n: np.ndarray
+    block_level: np.ndarray
+    block_low: np.ndarray  # range of the blocks' extremes
+    block_high: np.ndarray
+    pattern: np.ndarray  # the code of the last `pattern` levels, blocks seen, novelty rate, patterns seen (bits)
+    blocks: np.ndarray
+    novelty: np.ndarray
+    patterns_seen: np.ndarray
+    recent: np.ndarray  # the last `refractory` scores
+
+
+def allocate(settings: MetricStreamSettings, streams: int) -> State:
+    s, n = settings, streams
+    return State(np.zeros(n, dtype=np.int64), np.zeros(n), np.zeros(n), np.zeros(n),
+                 np.zeros((n, s.day_buckets)), np.zeros((n, s.day_buckets), dtype=np.int32),
+                 np.zeros((n, 7 * s.day_buckets)), np.zeros((n, 7 * s.day_buckets), dtype=np.int32),
+                 np.zeros((n, PREDICTIONS)), np.zeros((n, PREDICTIONS), dtype=np.int64),
+                 np.zeros((n, PREDICTIONS, s.average)), np.zeros((n, PREDICTIONS)), np.zeros((n, PREDICTIONS), dtype=np.int64),
+                 np.zeros((n, PREDICTIONS)), np.zeros((n, PREDICTIONS)), np.zeros((n, PREDICTIONS), dtype=np.int64),
+                 np.zeros((n, 4)), np.zeros(n, dtype=np.int64), np.zeros(n), np.zeros(n), np.zeros(n),
+                 np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64), np.zeros(n),
+                 np.zeros((n, (s.levels ** s.pattern + 7) // 8), dtype=np.uint8), np.zeros((n, s.refractory)))
 
 
 @numba.njit(cache=True)
@@ -80,41 +143,39 @@ def _upper_tail(z):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True)
-def _likelihood(stream, p, error, scale, scale_n, ring, ring_sum, filled, mu, var, fit_n, error_alpha,
-                likelihood_alpha, likelihood_warmup, scoring):  # pragma: no cover - compiled
+def _likelihood(st, stream, p, error, s, scoring):  # pragma: no cover - compiled
     """The anomaly likelihood score of one prediction error (module docstring; NaN before it can score), after which the
     state learns the error."""
     e = abs(error)
-    if scale_n[stream, p] == 0:
-        scale[stream, p] = e
-        scale_n[stream, p] = 1
+    if st.scale_n[stream, p] == 0:
+        st.scale[stream, p] = e
+        st.scale_n[stream, p] = 1
         return math.nan
-    s = scale[stream, p]
-    z = min(e / s, 50.0) if s > 1e-12 else (0.0 if e <= 1e-12 else 50.0)
-    k = ring.shape[2]
-    position = filled[stream, p] % k
-    ring_sum[stream, p] += z - ring[stream, p, position]
-    ring[stream, p, position] = z
-    filled[stream, p] += 1
-    weight = max(error_alpha, 1.0 / (filled[stream, p] + 1.0))
-    scale[stream, p] = s + weight * (e - s)
-    if filled[stream, p] < k:
+    size = st.scale[stream, p]
+    z = min(e / size, ERROR_CAP) if size > 1e-12 else (0.0 if e <= 1e-12 else ERROR_CAP)
+    k = s.average
+    position = st.filled[stream, p] % k
+    st.ring_sum[stream, p] += z - st.ring[stream, p, position]
+    st.ring[stream, p, position] = z
+    st.filled[stream, p] += 1
+    st.scale[stream, p] = size + max(s.error_alpha, 1.0 / (st.filled[stream, p] + 1.0)) * (e - size)
+    if st.filled[stream, p] < k:
         return math.nan
-    average = ring_sum[stream, p] / k
+    average = st.ring_sum[stream, p] / k
     score = math.nan
-    n = fit_n[stream, p]
-    if scoring and n >= likelihood_warmup:
-        sd = math.sqrt(max(var[stream, p], 0.0003))
-        tail = _upper_tail((average - max(mu[stream, p], 0.03)) / sd)
-        score = min(1.0, math.log(max(tail, 1e-300)) / _LOG_1E10)
-    d = average - mu[stream, p]
-    if n < 1.0 / likelihood_alpha:
-        mu[stream, p] += d / (n + 1.0)
-        var[stream, p] += (d * d * n / (n + 1.0) - var[stream, p]) / (n + 1.0)
+    n = st.fit_n[stream, p]
+    if scoring and n >= s.likelihood_warmup:
+        sd = math.sqrt(max(st.var[stream, p], 0.0003))
+        tail = _upper_tail((average - max(st.mu[stream, p], 0.03)) / sd)
+        score = min(1.0, -math.log10(max(tail, 1e-300)) / LOG_SATURATION)
+    d = average - st.mu[stream, p]
+    if n < 1.0 / s.likelihood_alpha:
+        st.mu[stream, p] += d / (n + 1.0)
+        st.var[stream, p] += (d * d * n / (n + 1.0) - st.var[stream, p]) / (n + 1.0)
     else:
-        mu[stream, p] += likelihood_alpha * d
-        var[stream, p] = (1.0 - likelihood_alpha) * (var[stream, p] + likelihood_alpha * d * d)
-    fit_n[stream, p] = n + 1
+        st.mu[stream, p] += s.likelihood_alpha * d
+        st.var[stream, p] = (1.0 - s.likelihood_alpha) * (st.var[stream, p] + s.likelihood_alpha * d * d)
+    st.fit_n[stream, p] = n + 1
     return score
 
 
@@ -131,16 +192,48 @@ def _profile_error(stream, bucket, x, profile, seen, alpha, min_seen):  # pragma
 
 
 @numba.njit(cache=True)
-def _score_and_learn(slots, ts_ms, values, count, low, high, last, day, day_seen, week, week_seen, scale, scale_n,
-                     ring, ring_sum, filled, mu, var, fit_n, recent, warmup, profile_alpha, min_seen, error_alpha,
-                     likelihood_alpha, likelihood_warmup, range_tolerance, scores, reasons, surprise):  # pragma: no cover
+def _pattern_novelty(st, stream, x, s):  # pragma: no cover - compiled
+    """Adds x to its block; at a block's end, the novelty score of the pattern of the last blocks (0 if seen before,
+    NaN between block ends and during the novelty warm-up), after which the pattern is remembered."""
+    b = st.block[stream]
+    b[0] += x
+    distance = abs(x - st.block_level[stream])
+    if st.block_n[stream] == 0 or distance > b[3]:
+        b[2], b[3] = x, distance  # the block's value farthest from the last block mean: spikes and dips survive
+    st.block_n[stream] += 1
+    if st.block_n[stream] < s.block:
+        return math.nan
+    extreme, low, high = b[2], st.block_low[stream], st.block_high[stream]
+    st.block_level[stream] = b[0] / s.block
+    b[0] = 0.0
+    st.block_n[stream] = 0
+    level = 0
+    if st.blocks[stream] > 0 and high > low:
+        level = min(max(int((extreme - low) / (high - low) * s.levels), 0), s.levels - 1)
+    st.block_low[stream] = extreme if st.blocks[stream] == 0 else min(low, extreme)
+    st.block_high[stream] = extreme if st.blocks[stream] == 0 else max(high, extreme)
+    code = (st.pattern[stream] * s.levels + level) % (s.levels ** s.pattern)
+    st.pattern[stream] = code
+    st.blocks[stream] += 1
+    if st.blocks[stream] < s.pattern:
+        return math.nan
+    byte, bit = code >> 3, np.uint8(1 << (code & 7))
+    novel = (st.patterns_seen[stream, byte] & bit) == 0
+    st.patterns_seen[stream, byte] |= bit
+    rate = st.novelty[stream] if st.blocks[stream] > s.pattern else 1.0
+    st.novelty[stream] = rate + s.novelty_alpha * ((1.0 if novel else 0.0) - rate)
+    if st.blocks[stream] < s.novelty_warmup:
+        return math.nan
+    return min(1.0, -math.log10(max(rate, 1e-12)) / s.novelty_saturation) if novel else 0.0
+
+
+@numba.njit(cache=True)
+def _score_and_learn(slots, ts_ms, values, st, s, scores, reasons, surprise):  # pragma: no cover - compiled
     n_fields = values.shape[1]
-    day_buckets = day.shape[1]
-    week_buckets = week.shape[1]
-    refractory = recent.shape[1]
+    week_buckets = 7 * s.day_buckets
     for row in range(slots.shape[0]):
         ms = ts_ms[row]
-        day_bucket = (ms % MS_PER_DAY) * day_buckets // MS_PER_DAY
+        day_bucket = (ms % MS_PER_DAY) * s.day_buckets // MS_PER_DAY
         week_bucket = (ms % (7 * MS_PER_DAY)) * week_buckets // (7 * MS_PER_DAY)
         for field in range(n_fields):
             stream = slots[row] * n_fields + field
@@ -150,40 +243,35 @@ def _score_and_learn(slots, ts_ms, values, count, low, high, last, day, day_seen
                 surprise[row, field] = math.nan
                 reasons[row, field] = -1
                 continue
-            seen = count[stream]
-            scoring = seen >= warmup
+            seen = st.count[stream]
+            scoring = seen >= s.warmup
             best, why = math.nan, -1
-            if seen > 0:
-                errors = (x - last[stream],
-                          _profile_error(stream, day_bucket, x, day, day_seen, profile_alpha, min_seen),
-                          _profile_error(stream, week_bucket, x, week, week_seen, profile_alpha, min_seen))
-                for p in range(PREDICTIONS):
-                    if not math.isnan(errors[p]):
-                        s = _likelihood(stream, p, errors[p], scale, scale_n, ring, ring_sum, filled, mu, var, fit_n,
-                                        error_alpha, likelihood_alpha, likelihood_warmup, scoring)
-                        if not math.isnan(s) and (math.isnan(best) or s > best):
-                            best, why = s, p
-                width = high[stream] - low[stream]
-                if scoring and width > 0 and (x > high[stream] + range_tolerance * width
-                                              or x < low[stream] - range_tolerance * width):
-                    best, why = 1.0, NEW_RANGE
-                low[stream] = min(low[stream], x)
-                high[stream] = max(high[stream], x)
-            else:
-                _profile_error(stream, day_bucket, x, day, day_seen, profile_alpha, min_seen)
-                _profile_error(stream, week_bucket, x, week, week_seen, profile_alpha, min_seen)
-                low[stream] = x
-                high[stream] = x
-            last[stream] = x
+            errors = (x - st.last[stream] if seen > 0 else math.nan,
+                      _profile_error(stream, day_bucket, x, st.day, st.day_seen, s.profile_alpha, s.min_seen),
+                      _profile_error(stream, week_bucket, x, st.week, st.week_seen, s.profile_alpha, s.min_seen))
+            for p in range(PREDICTIONS):
+                if not math.isnan(errors[p]):
+                    score = _likelihood(st, stream, p, errors[p], s, scoring)
+                    if not math.isnan(score) and (math.isnan(best) or score > best):
+                        best, why = score, p
+            novelty = _pattern_novelty(st, stream, x, s)
+            if scoring and not math.isnan(novelty) and (math.isnan(best) or novelty > best):
+                best, why = novelty, NEW_PATTERN
+            width = st.high[stream] - st.low[stream]
+            if scoring and width > 0 and (x > st.high[stream] + s.range_tolerance * width
+                                          or x < st.low[stream] - s.range_tolerance * width):
+                best, why = 1.0, NEW_RANGE
+            st.low[stream] = x if seen == 0 else min(st.low[stream], x)
+            st.high[stream] = x if seen == 0 else max(st.high[stream], x)
+            st.last[stream] = x
             # First crossing, then silence: emit only a score above each of the previous `refractory` ones.
             surprise[row, field] = best  # NaN until something can score
             best = 0.0 if math.isnan(best) else best
-            position = seen % refractory
-            emitted = best > recent[stream].max()
-            recent[stream, position] = best
+            emitted = best > st.recent[stream].max()
+            st.recent[stream, seen % s.refractory] = best
             scores[row, field] = best if emitted else 0.0
             reasons[row, field] = why if emitted else -1
-            count[stream] = seen + 1
+            st.count[stream] = seen + 1
 
 
 class MetricStreamDetector(SlotArrays, Stateful):
@@ -191,35 +279,21 @@ class MetricStreamDetector(SlotArrays, Stateful):
 
     kernel_name = "metric_stream"
 
-    def __init__(self, settings: MetricStreamSettings = MetricStreamSettings(), n_fields: int = 1, streams: int = 1) -> None:
-        self.settings = settings
+    def __init__(self, settings: MetricStreamSettings | None = None, n_fields: int = 1, streams: int = 1) -> None:
+        self.settings = MetricStreamSettings() if settings is None else settings
         self.n_fields = n_fields
         self._allocate(streams)
 
     def _allocate(self, streams: int) -> None:
-        s = self.settings
-        self.count = np.zeros(streams, dtype=np.int64)
-        self.low, self.high, self.last = (np.zeros(streams) for _ in range(3))
-        self.day = np.zeros((streams, s.day_buckets))
-        self.day_seen = np.zeros((streams, s.day_buckets), dtype=np.int32)
-        self.week = np.zeros((streams, 7 * s.day_buckets))
-        self.week_seen = np.zeros((streams, 7 * s.day_buckets), dtype=np.int32)
-        self.scale, self.ring_sum, self.mu, self.var = (np.zeros((streams, PREDICTIONS)) for _ in range(4))
-        self.scale_n, self.filled, self.fit_n = (np.zeros((streams, PREDICTIONS), dtype=np.int64) for _ in range(3))
-        self.ring = np.zeros((streams, PREDICTIONS, s.average))
-        self.recent = np.zeros((streams, s.refractory))
+        self.state = allocate(self.settings, streams)
 
     def _arrays(self) -> list[np.ndarray]:
-        return [self.count, self.low, self.high, self.last, self.day, self.day_seen, self.week, self.week_seen,
-                self.scale, self.scale_n, self.ring, self.ring_sum, self.filled, self.mu, self.var, self.fit_n, self.recent]
-
-    _NAMES = ("count", "low", "high", "last", "day", "day_seen", "week", "week_seen", "scale", "scale_n", "ring",
-              "ring_sum", "filled", "mu", "var", "fit_n", "recent")
+        return list(self.state)
 
     def score_and_learn(self, slots: np.ndarray, ts_ms: np.ndarray,
                         values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per (row, field): the score in [0, 1] (NaN where the value is missing), the index in :data:`REASONS` of what
-        scored it (−1 where nothing was emitted) and the surprise before the refractory gate (the largest of the four
+        scored it (−1 where nothing was emitted) and the surprise before the refractory gate (the largest of the five
         scores, NaN until one can score); rows are scored in order, each before its stream learns it."""
         values = np.ascontiguousarray(values, dtype=np.float64).reshape(len(slots), self.n_fields)
         scores, surprise = np.zeros(values.shape), np.zeros(values.shape)
@@ -227,11 +301,9 @@ class MetricStreamDetector(SlotArrays, Stateful):
         if len(slots) == 0:
             return scores, reasons, surprise
         self.resize(max(self.slots, (int(slots.max()) + 1) * self.n_fields))
-        s = self.settings
         with timed(self.kernel_name, "cpu"):
             _score_and_learn(np.ascontiguousarray(slots, dtype=np.int64), np.ascontiguousarray(ts_ms, dtype=np.int64),
-                             values, *self._arrays(), s.warmup, s.profile_alpha, s.min_seen, s.error_alpha,
-                             s.likelihood_alpha, s.likelihood_warmup, s.range_tolerance, scores, reasons, surprise)
+                             values, self.state, self.settings, scores, reasons, surprise)
         return scores, reasons, surprise
 
     def evict(self, slots: np.ndarray) -> None:
@@ -240,11 +312,10 @@ class MetricStreamDetector(SlotArrays, Stateful):
         self.reset(streams[streams < self.slots])
 
     def snapshot(self) -> dict[str, np.ndarray]:
-        return {name: array.copy() for name, array in zip(self._NAMES, self._arrays())}
+        return {name: array.copy() for name, array in zip(State._fields, self.state)}
 
     def restore(self, state: dict[str, np.ndarray]) -> None:
-        for name, array in zip(self._NAMES, self._arrays()):
-            setattr(self, name, np.array(state[name], dtype=array.dtype))
+        self.state = State(*(np.array(state[name], dtype=array.dtype) for name, array in zip(State._fields, self.state)))
 
     def state_bytes(self) -> int:
-        return tensor_bytes(self._arrays())
+        return tensor_bytes(self.state)

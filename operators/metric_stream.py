@@ -2,7 +2,8 @@
 
 Each numeric field of each entity is its own stream, scored by :class:`kernels.metric_stream.MetricStreamDetector`:
 the anomaly likelihood of the errors of three predictions (the previous value, the daily and the weekly profile of
-event time), a new-range rule, and a refractory period that lets a burst of surprise cross any threshold once. The
+event time), a new-range rule, the novelty of the recent shape, and a refractory period that lets a burst of surprise
+cross any threshold once. The
 event's score is the largest over its fields, in [0, 1], and 0 except where something newly surprising happened, so a
 single threshold means the same thing on every stream (it is NAB's detector score, ``vigil evaluate nab``). Alerts
 follow the calibrated false-alarm budget (:mod:`operators.alerting`) like every scoring operator's, judged on the
@@ -33,7 +34,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from kernels.metric_stream import NEW_RANGE, REASONS, MetricStreamDetector, MetricStreamSettings
+from kernels.metric_stream import NEW_PATTERN, NEW_RANGE, REASONS, MetricStreamDetector, MetricStreamSettings
 from operators.alerting import AlertingParams
 from operators.base import ScoringOperator
 from operators.batch import P_VALUE_SUFFIX, Batch
@@ -62,6 +63,15 @@ class MetricStreamParams:
                                    unit="events")
     range_tolerance: float = param(_DEFAULTS.range_tolerance, "share of the range seen so far a value must exceed it by "
                                    "to score as a new range", min=0.0)
+    block: int = param(_DEFAULTS.block, "values per block of the pattern memory", min=1, max=100_000, unit="events")
+    levels: int = param(_DEFAULTS.levels, "levels a block's value is binned into (levels ** pattern bits per stream)",
+                        min=2, max=64)
+    pattern: int = param(_DEFAULTS.pattern, "blocks per pattern", min=1, max=12, unit="blocks")
+    novelty_alpha: float = param(_DEFAULTS.novelty_alpha, "weight of a block in the running rate of new patterns",
+                                 min=1e-9, max=1.0)
+    novelty_saturation: float = param(_DEFAULTS.novelty_saturation, "a new pattern scores 1 when new patterns are "
+                                      "rarer than 10 to the minus this", min=1e-9)
+    novelty_warmup: int = param(_DEFAULTS.novelty_warmup, "blocks before new patterns score", min=0, unit="blocks")
     refractory: int = param(_DEFAULTS.refractory, "a score is emitted only above each of the stream's previous this many",
                             min=1, max=100_000, unit="events")
     alerting: AlertingParams = param(AlertingParams(), "the false-alarm budget and severity levels")
@@ -72,7 +82,7 @@ class MetricStreamOperator(ScoringOperator):
 
     def __init__(self, name: str, fields: Sequence[str], params: MetricStreamParams) -> None:
         super().__init__(name, fields, params)
-        settings = MetricStreamSettings(**{k: getattr(params, k) for k in MetricStreamSettings.__dataclass_fields__})
+        settings = MetricStreamSettings(**{k: getattr(params, k) for k in MetricStreamSettings._fields})
         self.kernel = MetricStreamDetector(settings, n_fields=len(self.fields))
         self._per_field = np.empty((0, len(self.fields)))
         self._surprise = np.empty(0)
@@ -80,7 +90,8 @@ class MetricStreamOperator(ScoringOperator):
 
     @classmethod
     def contract_cases(cls) -> list[tuple[list[str], MetricStreamParams]]:
-        return [(["x0", "x1"], MetricStreamParams(warmup=10, likelihood_warmup=10, day_buckets=4, refractory=5,
+        return [(["x0", "x1"], MetricStreamParams(warmup=10, likelihood_warmup=10, day_buckets=4, refractory=5, block=2,
+                                                  levels=3, pattern=3, novelty_warmup=5,
                                                   alerting=AlertingParams(window=50, warmup=10, tail=5)))]
 
     def score(self, batch: Batch) -> np.ndarray:
@@ -107,6 +118,8 @@ class MetricStreamOperator(ScoringOperator):
         value = batch.column(name)[row]
         if reason == NEW_RANGE:
             return f"{name}={value:g} is beyond every earlier value of its stream", [name]
+        if reason == NEW_PATTERN:
+            return f"{name}={value:g} ends a shape its stream has not shown before", [name]
         return (f"{name}={value:g}: the errors of its {REASONS[reason]} prediction are unusually large "
                 f"(score {self._per_field[row, field]:.3f})", [name])
 
