@@ -162,11 +162,13 @@ def pate(y_true, y_score, e_buffer: int = 100, d_buffer: int = 100, *, drop_inte
 
 
 def _non_decreasing(recall: np.ndarray) -> np.ndarray:
-    """Keep a point when its recall is at least that of the last kept point."""
+    """Keep a point when its recall is at least that of the last kept point. Equal recalls summed in another order can
+    differ in the last bit, so "at least" allows 1e-12: otherwise a rounding error would drop curve points (the
+    reference's own sums keep them, bench/pate_crosscheck.py)."""
     kept = np.zeros(len(recall), dtype=bool)
     last = -1.0
     for i, value in enumerate(recall.tolist()):
-        if value >= last:
+        if value >= last - 1e-12:
             kept[i], last = True, value
     return kept
 
