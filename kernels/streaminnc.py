@@ -213,7 +213,9 @@ def zero_padding_diagnostic(features: nn.Module, length: int, channels: int | No
     >>> zero_padding_diagnostic(acc, 960)[-1] * 960
     12.0
     """
-    probe = copy.deepcopy(features).eval()
+    # float64: in float32 a 384-tap average of ones can land 1.5e-6 below 1 on some CPUs' kernels, which the test
+    # below 1 - 1e-6 would take for padding.
+    probe = copy.deepcopy(features).eval().double()
     layers = _layers(probe)
     first_conv = next((layer.module for layer in layers if layer.kind == "conv"), None)
     channels = channels or (first_conv.in_channels if first_conv is not None else 1)
@@ -224,7 +226,7 @@ def zero_padding_diagnostic(features: nn.Module, length: int, channels: int | No
                 conv.weight.fill_(1.0 / (conv.in_channels // conv.groups * conv.kernel_size[0]))
                 if conv.bias is not None:
                     conv.bias.zero_()
-        x = torch.ones(1, channels, length)
+        x = torch.ones(1, channels, length, dtype=torch.float64)
         fractions = []
         for layer in layers:
             if not isinstance(layer.module, nn.BatchNorm1d):

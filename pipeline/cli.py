@@ -180,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
         "severity and, when labels exist, quality figures. RUN_DIR is what vigil demo, run or replay wrote, or a "
         "directory of vigil score CSV files (with an optional NAB-style windows.json).",
     )
-    report.add_argument("run_dir", metavar="RUN_DIR", type=Path)
+    report.add_argument("run_dir", metavar="RUN_DIR", type=Path,
+                        help="a run directory (scores.jsonl, alerts.jsonl) or a directory of vigil score CSV files")
     report.add_argument("--threshold", type=float, help="the detection threshold drawn and applied to vigil score outputs")
     report.add_argument("--max-series", type=int, default=12, help="series plotted at most (default 12)")
 
