@@ -143,13 +143,18 @@ class ScoringOperator(Operator):
     def explain(self, batch: Batch, row: int) -> tuple[str, list[str]]:
         """Why row ``row`` scored high: a reason sentence and the fields responsible."""
 
+    def calibrated(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What alerting judges, and where an alert may be raised: by default the raw scores, everywhere."""
+        return scores, np.ones(len(scores), dtype=bool)
+
     def process(self, batch: Batch) -> list[Alert]:
         scores = self.score(batch)
-        p_values, levels = self.alerting.judge(batch.slots, batch.ts_ms, scores)
+        judged, may_alert = self.calibrated(scores)
+        p_values, levels = self.alerting.judge(batch.slots, batch.ts_ms, judged)
         batch.scores[self.name] = scores
         batch.scores[f"{self.name}{P_VALUE_SUFFIX}"] = p_values
         alerts = []
-        for row in np.flatnonzero(levels >= 0).tolist():
+        for row in np.flatnonzero((levels >= 0) & may_alert).tolist():
             reason, fields = self.explain(batch, row)
             alerts.append(self.alert(batch, row, score=float(scores[row]), severity=self.alerting.level_names[levels[row]],
                                      reason=reason, fields=fields, p_value=float(p_values[row])))

@@ -37,8 +37,7 @@ import numpy as np
 from kernels.metric_stream import NEW_PATTERN, NEW_RANGE, REASONS, MetricStreamDetector, MetricStreamSettings
 from operators.alerting import AlertingParams
 from operators.base import ScoringOperator
-from operators.batch import P_VALUE_SUFFIX, Batch
-from operators.event import Alert
+from operators.batch import Batch
 from operators.params import param
 
 _DEFAULTS = MetricStreamSettings()
@@ -100,17 +99,9 @@ class MetricStreamOperator(ScoringOperator):
         self._surprise = _row_max(surprise)
         return _row_max(self._per_field)
 
-    def process(self, batch: Batch) -> list[Alert]:
-        scores = self.score(batch)
-        p_values, levels = self.alerting.judge(batch.slots, batch.ts_ms, self._surprise)
-        batch.scores[self.name] = scores
-        batch.scores[f"{self.name}{P_VALUE_SUFFIX}"] = p_values
-        alerts = []
-        for row in np.flatnonzero((levels >= 0) & (scores > 0)).tolist():
-            reason, fields = self.explain(batch, row)
-            alerts.append(self.alert(batch, row, score=float(scores[row]), severity=self.alerting.level_names[levels[row]],
-                                     reason=reason, fields=fields, p_value=float(p_values[row])))
-        return alerts
+    def calibrated(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Alerting judges the surprise before the refractory gate, and alerts only where the gate emitted."""
+        return self._surprise, scores > 0
 
     def explain(self, batch: Batch, row: int) -> tuple[str, list[str]]:
         field = int(np.nan_to_num(self._per_field[row], nan=-1.0).argmax())

@@ -49,14 +49,14 @@ def min_max_downsample(t: np.ndarray, y: np.ndarray, points: int = MAX_POINTS) -
 
 @dataclass
 class Series:
-    """What a report plots for one series: event times (ms), values when known, score columns, marks."""
+    """What a report plots for one series: event times (ms), input values by field, score columns, marks."""
 
     name: str
     ts_ms: np.ndarray
-    values: np.ndarray | None = None
+    values: dict[str, np.ndarray] = field(default_factory=dict)
     scores: dict[str, np.ndarray] = field(default_factory=dict)
     threshold: float | None = None
-    alerts: list[dict] = field(default_factory=list)  # ts_ms, operator, kind, severity
+    alerts: list[dict] = field(default_factory=list)  # ts_ms, operator, kind, severity, fields
     windows: list[tuple[int, int]] = field(default_factory=list)  # labelled spans, ms
 
 
@@ -91,11 +91,12 @@ def _load_pipeline_run(run_dir: Path, max_series: int) -> RunData:
                 if record["key"] not in per_key:
                     if len(per_key) >= max_series:
                         continue
-                    per_key[record["key"]] = {"ts": [], "scores": defaultdict(list)}
+                    per_key[record["key"]] = {"ts": [], "scores": defaultdict(list), "values": defaultdict(list)}
                 entry = per_key[record["key"]]
                 entry["ts"].append(_ms(record["ts"]))
-                for name, value in record["scores"].items():
-                    entry["scores"][name].append(np.nan if value is None else value)
+                for part in ("scores", "values"):
+                    for name, value in record.get(part, {}).items():
+                        entry[part][name].append(np.nan if value is None else value)
     alerts = []
     if (run_dir / "alerts.jsonl").exists():
         alerts = [json.loads(line) for line in (run_dir / "alerts.jsonl").read_text().splitlines() if line.strip()]
@@ -105,18 +106,23 @@ def _load_pipeline_run(run_dir: Path, max_series: int) -> RunData:
     keys = list(per_key)[:max_series] or sorted({a["key"] for a in alerts})[:max_series]
     series = []
     for key in keys:
-        entry = per_key.get(key, {"ts": [], "scores": {}})
-        columns = {name: np.array(values, dtype=np.float64) for name, values in entry["scores"].items()
-                   if "." not in name and not np.isnan(np.array(values, dtype=np.float64)).all()}
-        marks = [{"ts_ms": _ms(a["ts"]), "operator": a["operator"], "kind": a["kind"], "severity": a["severity"]}
-                 for a in alerts if a["key"] == key]
+        entry = per_key.get(key, {"ts": [], "scores": {}, "values": {}})
+        marks = [{"ts_ms": _ms(a["ts"]), "operator": a["operator"], "kind": a["kind"], "severity": a["severity"],
+                  "fields": a.get("fields") or []} for a in alerts if a["key"] == key]
         labelled = [t for t in truth if t["key"] == key]
-        series.append(Series(key, np.array(entry["ts"], dtype=np.int64), None, columns, None, marks,
+        scores = {name: column for name, column in _columns(entry["scores"]).items() if "." not in name}
+        series.append(Series(key, np.array(entry["ts"], dtype=np.int64), _columns(entry["values"]), scores, None, marks,
                              [(t["start_ms"], t["end_ms"]) for t in labelled]))
     tables = [_alert_table(alerts)]
     if (run_dir / "summary.json").exists():
         tables.append(_quality_table(json.loads((run_dir / "summary.json").read_text())))
     return RunData(f"Vigil run {run_dir}", series, [t for t in tables if t[2]])
+
+
+def _columns(lists: dict[str, list]) -> dict[str, np.ndarray]:
+    """The columns that hold at least one number."""
+    arrays = {name: np.array(values, dtype=np.float64) for name, values in lists.items()}
+    return {name: array for name, array in arrays.items() if not np.isnan(array).all()}
 
 
 def _alert_table(alerts: list[dict]) -> tuple[str, list[str], list[list[str]]]:
@@ -152,8 +158,9 @@ def _load_score_files(run_dir: Path, files: list[Path], threshold: float | None)
         name = str(path.relative_to(run_dir))
         spans = [(_ms(a), _ms(b)) for a, b in windows.get(name, windows.get(path.name, []))]
         detected = ts[scores >= threshold] if threshold is not None else ts[:0]
-        marks = [{"ts_ms": int(t), "operator": "detector", "kind": "outlier", "severity": "critical"} for t in detected]
-        series.append(Series(name, ts, values, {"anomaly_score": scores}, threshold, marks, spans))
+        marks = [{"ts_ms": int(t), "operator": "anomaly_score", "kind": "outlier", "severity": "critical", "fields": ["value"]}
+                 for t in detected]
+        series.append(Series(name, ts, {"value": values}, {"anomaly_score": scores}, threshold, marks, spans))
         hit = sum(any(a <= t <= b for t in detected) for a, b in spans)
         outside = sum(not any(a <= t <= b for a, b in spans) for t in detected)
         rows.append([name, str(len(ts)), str(len(spans)), str(len(detected)),
@@ -164,35 +171,37 @@ def _load_score_files(run_dir: Path, files: list[Path], threshold: float | None)
 
 
 def plot_series(series: Series):
-    """A matplotlib figure, WIDTH_PX wide and PANEL_HEIGHT_PX per panel: values (if any), then each score."""
+    """A matplotlib figure, WIDTH_PX wide and PANEL_HEIGHT_PX per panel: each input field, then each score. An alert
+    is marked on its operator's score and on the fields it names; drift alerts are vertical lines on every panel."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = ([("value", series.values)] if series.values is not None else []) + list(series.scores.items())
-    panels = panels or [("no scores", np.full(len(series.ts_ms), np.nan))]
+    panels = [(name, column, True) for name, column in series.values.items()]
+    panels += [(name, column, False) for name, column in series.scores.items()]
+    panels = panels or [("no scores", np.full(len(series.ts_ms), np.nan), False)]
     figure, axes = plt.subplots(len(panels), 1, sharex=True, squeeze=False,
                                 figsize=(WIDTH_PX / DPI, PANEL_HEIGHT_PX * len(panels) / DPI), dpi=DPI)
-    times = series.ts_ms.astype("datetime64[ms]")
-    for axis, (label, column) in zip(axes[:, 0], panels):
+    for axis, (label, column, is_input) in zip(axes[:, 0], panels):
         t, y = min_max_downsample(series.ts_ms, column)
         axis.plot(t.astype("datetime64[ms]"), y, lw=0.7, color="#333333")
         axis.set_ylabel(label, fontsize=8)
         for start, end in series.windows:
             axis.axvspan(np.datetime64(start, "ms"), np.datetime64(end, "ms"), color="#2ca02c", alpha=0.15, lw=0)
-        if label != "value" and series.threshold is not None:
+        if not is_input and series.threshold is not None:
             axis.axhline(series.threshold, color="#d62728", ls="--", lw=0.8)
         for alert in series.alerts:
             when = np.datetime64(alert["ts_ms"], "ms")
             if alert["kind"] == "drift":
                 axis.axvline(when, color="#9467bd", lw=0.8)
-            elif label in ("value", alert["operator"], "anomaly_score") and len(times):
+            elif (label in alert["fields"] if is_input else label == alert["operator"]) and len(series.ts_ms):
                 row = min(int(np.searchsorted(series.ts_ms, alert["ts_ms"])), len(column) - 1)
                 axis.plot(when, column[row], "v", ms=5, color=SEVERITY_COLOURS.get(alert["severity"], "k"))
         axis.tick_params(labelsize=7)
     axes[0, 0].set_title(series.name, fontsize=9, loc="left")
-    figure.subplots_adjust(left=0.07, right=0.99, top=0.9, bottom=0.12, hspace=0.15)
+    height = PANEL_HEIGHT_PX * len(panels)
+    figure.subplots_adjust(left=0.07, right=0.99, top=1 - 26 / height, bottom=32 / height, hspace=0.15)
     return figure
 
 

@@ -72,7 +72,9 @@ def test_report_of_a_demo_run_has_alert_and_label_tables_and_a_plot_per_entity(t
     page = Path(vigil("report", str(tmp_path), "--max-series", "2").stdout.strip())
     text = page.read_text()
     assert "Alerts by operator and severity" in text and "recall: spike" in text and "precision: outlier" in text
+    first = next(json.loads(line) for line in (tmp_path / "scores.jsonl").read_text().splitlines())
+    assert set(first["values"]) >= {"cpu", "latency_ms", "requests", "error_rate", "ecg"}  # what the panels plot
     sizes, shot, log = render(page, tmp_path)
-    assert len(sizes) == 2 and all(w == WIDTH_PX and h % PANEL_HEIGHT_PX == 0 and h >= 2 * PANEL_HEIGHT_PX
-                                   for w, h, _ in sizes)  # a panel per score column: outlier and beats at least
+    # A panel per input field (cpu, latency_ms, requests, error_rate, ecg) and per score column (outlier, beats).
+    assert len(sizes) == 2 and all(w == WIDTH_PX and h == 7 * PANEL_HEIGHT_PX for w, h, _ in sizes)
     assert_rendered(sizes, shot, log, [(w, h) for w, h, _ in sizes])

@@ -78,19 +78,25 @@ class Router:
 
 class ScoredEvent(msgspec.Struct, omit_defaults=True):
     """One valid event with the value each operator published for it (null where none: a score, a p-value, a decision),
-    and the event's id when it has one (a decision's consumer finds its application by it)."""
+    the numeric fields the operators read (null where missing or not a number; ``vigil report`` plots them), and the
+    event's id when it has one (a decision's consumer finds its application by it)."""
 
     key: str
     ts: str
     source: SourcePosition
     scores: dict[str, float | None]
     id: str | None = None
+    values: dict[str, float | None] = {}
 
 
 def scored_events(batch: Batch) -> list[ScoredEvent]:
-    columns = {name: [None if math.isnan(v) else v for v in values.tolist()] for name, values in batch.scores.items()}
+    def nullable(arrays: dict[str, np.ndarray]) -> dict[str, list]:
+        return {name: [None if math.isnan(v) else v for v in values.tolist()] for name, values in arrays.items()}
+
+    scores, values = nullable(batch.scores), nullable(batch.numeric)
     return [
-        ScoredEvent(key, format_ts(ts), batch.source(row), {name: column[row] for name, column in columns.items()}, event_id)
+        ScoredEvent(key, format_ts(ts), batch.source(row), {name: column[row] for name, column in scores.items()}, event_id,
+                    {name: column[row] for name, column in values.items()})
         for row, (key, ts, event_id) in enumerate(zip(batch.keys.tolist(), batch.ts_ms.tolist(), batch.ids.tolist()))
     ]
 
