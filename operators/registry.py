@@ -37,6 +37,7 @@ class _OperatorTypes(Mapping[str, type[Operator]]):
         "zscore": "operators.zscore:ZScoreOperator",
         "hst": "operators.hst:HalfSpaceTreesOperator",
         "metric_stream": "operators.metric_stream:MetricStreamOperator",
+        "knn": "operators.knn:KnnOperator",
         "apre_mss": "operators.apre_mss:ApreMssOperator",
         "ape": "operators.ape:ApeOperator",
         "drift": "operators.drift:DriftOperator",

@@ -13,7 +13,7 @@ def test_outlier_benchmark_runs_every_operator_and_reports_ratios():
         cwd=REPO, capture_output=True, text=True, check=True,
     )
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(report["events_per_s"]) == {"zscore", "hst", "metric_stream", "ape", "apre_mss"}
+    assert set(report["events_per_s"]) == {"zscore", "hst", "metric_stream", "knn", "ape", "apre_mss"}
     assert report["river_hst_events_per_s"] > 0
     for name, rate in report["events_per_s"].items():
         assert rate > 0

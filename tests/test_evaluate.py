@@ -6,12 +6,12 @@ import pytest
 import torch
 from conftest import REPO, vigil
 
-from pipeline.evaluation.tabular import (AuthorsProtocol, Protocol, all_k_targets, average_precision, evaluate,
-                                         evaluate_label_free, label_free_test_scores, load_table, roc_auc, standardise,
-                                         stratified_split)
+from pipeline.evaluation.tabular import (PREQUENTIAL, AuthorsProtocol, Prequential, Protocol, all_k_targets,
+                                         average_precision, evaluate, evaluate_label_free, evaluate_prequential,
+                                         label_free_test_scores, load_table, roc_auc, standardise, stratified_split)
 
 ODDS = REPO.parent / "shared" / "data" / "odds"
-DETECTORS = ("apre-mss", "apre", "mse-ae", "zscore", "river-hst")
+DETECTORS = ("knn", "iforest", "apre-mss", "apre", "mse-ae", "zscore", "river-hst")
 
 
 def odds(name):
@@ -148,3 +148,35 @@ def test_cli_authors_protocol_says_label_tuned():
     assert "LABEL-TUNED" in vigil(*args).stdout
     authors = vigil("evaluate", "tabular", "--data", str(path), "--detector", "zscore", "--protocol", "authors", check=False)
     assert authors.returncode == 2
+
+
+def test_default_detector_and_the_iforest_baseline_print_json():
+    path = odds("wbc")
+    default = json.loads(vigil("evaluate", "tabular", "--data", str(path), "--json").stdout)
+    iforest = json.loads(vigil("evaluate", "tabular", "--data", str(path), "--detector", "iforest", "--json").stdout)
+    assert default["detector"] == "knn" and iforest["detector"] == "iforest"
+    for result in (default, iforest):
+        assert 0.85 < result["roc_auc"] <= 1 and 0 < result["average_precision"] <= 1 and len(result["per_seed"]) == 5
+
+
+@pytest.mark.parametrize("detector", sorted(PREQUENTIAL))
+def test_prequential_scores_each_row_from_earlier_rows_only(detector):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(900, 4))
+    X[500] = 8.0
+    changed = X.copy()
+    changed[600:] = rng.normal(5.0, 3.0, size=(300, 4))
+    run = PREQUENTIAL[detector]
+    a, b = run(X, 180, 0, Prequential()), run(changed, 180, 0, Prequential())
+    assert np.array_equal(a[180:600], b[180:600])  # rows before 600 never see the rows after it
+    assert a[500] >= np.quantile(a[180:], 0.95)  # the far row ranks near the top
+
+
+def test_prequential_protocol_on_an_odds_file():
+    X, y = load_table(odds("wbc"))
+    results = evaluate_prequential(X, y, sorted(PREQUENTIAL), Prequential(seeds=(0, 1)))
+    for name, result in results.items():
+        assert result["protocol"] == "prequential" and not result["label_tuned"] and result["warmup_rows"] == 76
+        assert 0.85 < result["roc_auc"] <= 1, name
+    output = vigil("evaluate", "tabular", "--data", str(odds("wbc")), "--protocol", "prequential", "--seeds", "0").stdout
+    assert "knn on" in output and "prequential, scored after 76 warm-up rows, 1 orders" in output

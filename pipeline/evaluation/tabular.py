@@ -231,7 +231,30 @@ def _zscore_scores(X_fit: np.ndarray, X_test: np.ndarray, seed: int, protocol: P
     return np.nan_to_num(z, nan=0.0).max(axis=1)
 
 
+def _knn_scores(X_fit: np.ndarray, X_test: np.ndarray, seed: int, protocol: Protocol) -> np.ndarray:
+    from kernels.knn import KnnDistance
+
+    detector = KnnDistance(X_fit.shape[1])
+    detector.score_and_learn(X_fit[np.random.default_rng(seed).permutation(len(X_fit))])  # the window: the last rows
+    return detector.score_only(X_test)
+
+
+def _iforest() -> type:
+    try:
+        from sklearn.ensemble import IsolationForest
+    except ImportError:
+        raise RuntimeError("the iforest baseline needs scikit-learn: pip install 'vigil[baselines]'") from None
+    return IsolationForest
+
+
+def _iforest_scores(X_fit: np.ndarray, X_test: np.ndarray, seed: int, protocol: Protocol) -> np.ndarray:
+    """scikit-learn's IsolationForest with its defaults (100 trees, 256 samples each)."""
+    return -_iforest()(random_state=seed).fit(X_fit).score_samples(X_test)
+
+
 DETECTORS: dict[str, Callable[[np.ndarray, np.ndarray, int, Protocol], np.ndarray]] = {
+    "knn": _knn_scores,
+    "iforest": _iforest_scores,
     "apre-mss": lambda F, T, seed, p: _autoencoder_scores(F, T, seed, p, probabilistic=True, mean_shift=True),
     "apre": lambda F, T, seed, p: _autoencoder_scores(F, T, seed, p, probabilistic=True, mean_shift=False),
     "mse-ae": lambda F, T, seed, p: _autoencoder_scores(F, T, seed, p, probabilistic=False, mean_shift=False),
@@ -322,12 +345,105 @@ def evaluate_label_free(X: np.ndarray, y: np.ndarray, detectors: list[str], prot
     return results
 
 
-def evaluate(X: np.ndarray, y: np.ndarray, detector: str, protocol: Protocol | AuthorsProtocol = Protocol(), *,
-             split: Split | None = None, keep_scores: bool = False) -> dict:
+def evaluate(X: np.ndarray, y: np.ndarray, detector: str, protocol: Protocol | AuthorsProtocol | Prequential = Protocol(),
+             *, split: Split | None = None, keep_scores: bool = False) -> dict:
     """One detector under ``protocol`` (label-free by default): test ROC-AUC and average precision."""
     if isinstance(protocol, AuthorsProtocol):
         return evaluate_authors(X, y, detector, protocol, split=split)
+    if isinstance(protocol, Prequential):
+        return evaluate_prequential(X, y, [detector], protocol)[detector]
     return evaluate_label_free(X, y, [detector], protocol, split=split, keep_scores=keep_scores)[detector]
+
+
+# ----------------------------------------------------------------------------------------------------
+# The prequential protocol: how an operator runs.
+
+
+@dataclass(frozen=True)
+class Prequential:
+    """Rows in a seeded random order; each is scored before the detector learns it; ROC-AUC and average precision
+    over the rows after the first ``warmup_share``. Every detector sees raw values and keeps its own units: kNN its
+    past-only standard deviations, zscore its running moments, river's HalfSpaceTrees the range of the warm-up rows,
+    IsolationForest none (trees split each column on its own scale), refit every ``refit_every`` rows on the last
+    ``window`` rows (iForestASD: Ding and Fei, 2013)."""
+
+    seeds: tuple[int, ...] = (0, 1, 2)
+    warmup_share: float = 0.2
+    window: int = 2048
+    refit_every: int = 256
+
+
+def _prequential_knn(X: np.ndarray, warm: int, seed: int, protocol: Prequential) -> np.ndarray:
+    from kernels.knn import KnnDistance
+
+    return KnnDistance(X.shape[1]).score_and_learn(X)
+
+
+def _prequential_iforest(X: np.ndarray, warm: int, seed: int, protocol: Prequential) -> np.ndarray:
+    forest, scores = _iforest(), np.full(len(X), np.nan)
+    for start in range(warm, len(X), protocol.refit_every):
+        model = forest(random_state=seed).fit(X[max(0, start - protocol.window):start])
+        scores[start:start + protocol.refit_every] = -model.score_samples(X[start:start + protocol.refit_every])
+    return scores
+
+
+def _prequential_zscore(X: np.ndarray, warm: int, seed: int, protocol: Prequential) -> np.ndarray:
+    from kernels.ewma import RobustEwma
+
+    z = RobustEwma(X.shape[1], alpha=0.02, clip=3.0, warmup=30, min_std=1e-6).score_and_learn(np.zeros(len(X), dtype=np.int64), X)
+    return np.nan_to_num(z, nan=0.0).max(axis=1)
+
+
+def _prequential_river_hst(X: np.ndarray, warm: int, seed: int, protocol: Prequential) -> np.ndarray:
+    from river.anomaly import HalfSpaceTrees
+
+    low, high = X[:warm].min(0), X[:warm].max(0)  # the warm-up rows' range: no look-ahead
+    span = np.where(high > low, high - low, 1.0)
+    model = HalfSpaceTrees(window_size=min(250, max(1, warm // 2)), seed=seed)
+    scores = np.empty(len(X))
+    for row, values in enumerate(((X - low) / span).tolist()):
+        features = dict(enumerate(values))
+        scores[row] = model.score_one(features)
+        model.learn_one(features)
+    return scores
+
+
+PREQUENTIAL: dict[str, Callable[[np.ndarray, int, int, Prequential], np.ndarray]] = {
+    "knn": _prequential_knn,
+    "iforest": _prequential_iforest,
+    "zscore": _prequential_zscore,
+    "river-hst": _prequential_river_hst,
+}
+
+
+def evaluate_prequential(X: np.ndarray, y: np.ndarray, detectors: list[str], protocol: Prequential = Prequential()
+                         ) -> dict[str, dict]:
+    """The prequential protocol (:class:`Prequential`) for several detectors: mean and per-seed metrics."""
+    unknown = [name for name in detectors if name not in PREQUENTIAL]
+    if unknown:
+        raise ValueError(f"no prequential run for {unknown}; choose from {list(PREQUENTIAL)}")
+    warm = math.ceil(protocol.warmup_share * len(X))
+    if warm < 2 or warm >= len(X):
+        raise ValueError(f"{len(X)} rows leave nothing to warm up on or to score")
+    results = {}
+    for name in detectors:
+        per_seed, started = [], time.perf_counter()
+        for seed in protocol.seeds:
+            order = np.random.default_rng(seed).permutation(len(X))
+            scores = PREQUENTIAL[name](np.asarray(X, dtype=np.float64)[order], warm, seed, protocol)[warm:]
+            labels = y[order][warm:]
+            if not np.isfinite(scores).all():
+                raise FloatingPointError(f"{name} produced non-finite scores after the warm-up with seed {seed}")
+            if labels.sum() in (0, len(labels)):
+                raise ValueError("the rows after the warm-up need both outliers and inliers")
+            per_seed.append({"seed": seed, "roc_auc": roc_auc(scores, labels),
+                             "average_precision": average_precision(scores, labels)})
+        mean = lambda key: math.fsum(run[key] for run in per_seed) / len(per_seed)  # noqa: E731, B023
+        results[name] = {"detector": name, "rows": int(len(X)), "features": int(X.shape[1]), "outliers": int(y.sum()),
+                         "protocol": "prequential", "label_tuned": False, "seeds": list(protocol.seeds),
+                         "warmup_rows": warm, "roc_auc": mean("roc_auc"), "average_precision": mean("average_precision"),
+                         "per_seed": per_seed, "seconds": time.perf_counter() - started}
+    return results
 
 
 # ----------------------------------------------------------------------------------------------------
