@@ -43,7 +43,7 @@ def operator_specs(device: str) -> dict[str, OperatorSpec]:
         "zscore": OperatorSpec("zscore", "zscore", NUMERIC, ZScoreParams(alerting=ALERTING)),
         "hst": OperatorSpec("hst", "hst", NUMERIC, HalfSpaceTreesParams(alerting=ALERTING)),
         "metric_stream": OperatorSpec("metric_stream", "metric_stream", NUMERIC, MetricStreamParams(alerting=ALERTING)),
-        "knn": OperatorSpec("knn", "knn", NUMERIC, KnnParams(device=device, alerting=ALERTING)),
+        "knn": OperatorSpec("knn", "knn", NUMERIC, KnnParams(alerting=ALERTING)),
         "ape": OperatorSpec("ape", "ape", CATEGORICAL, ApeParams(device=device, warmup=1000, alerting=ALERTING)),
         "apre_mss": OperatorSpec("apre_mss", "apre_mss", NUMERIC, ApreMssParams(device=device, alerting=ALERTING)),
     }

@@ -29,7 +29,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from kernels.device import select_device
 from kernels.knn import KnnDistance
 from operators.alerting import AlertingParams
 from operators.base import ScoringOperator
@@ -51,7 +50,6 @@ class KnnParams:
     warmup: int = param(256, "events the shard learns before it scores", min=0, unit="events")
     min_std: float = param(1e-6, "floor on a field's standard deviation, so a constant field does not divide by 0",
                            min=0.0)
-    device: str = param("auto", "auto (CUDA if available), cpu, cuda or cuda:N")
     alerting: AlertingParams = param(AlertingParams(), "the false-alarm budget and severity levels")
 
 
@@ -61,12 +59,12 @@ class KnnOperator(ScoringOperator):
     def __init__(self, name: str, fields: Sequence[str], params: KnnParams) -> None:
         super().__init__(name, fields, params)
         self.kernel = KnnDistance(len(self.fields), k=params.k, window=params.window, block=params.block,
-                                  min_std=params.min_std, device=select_device(params.device))
+                                  min_std=params.min_std)
         self._z = np.empty((0, len(self.fields)))
 
     @classmethod
     def contract_cases(cls) -> list[tuple[list[str], KnnParams]]:
-        return [(["x0", "x1", "x2"], KnnParams(k=5, window=40, block=16, warmup=10, device="cpu",
+        return [(["x0", "x1", "x2"], KnnParams(k=5, window=40, block=16, warmup=10,
                                                alerting=AlertingParams(window=50, warmup=10, tail=5)))]
 
     def score(self, batch: Batch) -> np.ndarray:
