@@ -49,6 +49,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from kernels.profiling import timed
 from kernels.state import Stateful
 
 
@@ -150,7 +151,8 @@ class KnnDistance(Stateful):
         slots = np.arange(filled)
         latest = self.seen - 1 - (self.seen - 1 - slots) % self.window  # the row each slot holds
         out = np.empty(len(segment))
-        _mean_knn(segment / scale, self.ring[:filled] / scale, latest, self.seen, self.window, self.k, chained, out)
+        with timed(self.kernel_name, "cpu"):
+            _mean_knn(segment / scale, self.ring[:filled] / scale, latest, self.seen, self.window, self.k, chained, out)
         return out
 
     def _block_end(self) -> int:
