@@ -206,22 +206,35 @@ def _autoencoder_scores(X_fit: np.ndarray, X_test: np.ndarray, seed: int, protoc
     return model.score(torch.tensor(X_test, dtype=torch.float32), target).numpy()
 
 
-def _river_hst_scores(X_fit: np.ndarray, X_test: np.ndarray, seed: int, protocol: Protocol) -> np.ndarray:
+def _scaled_hst(reference: np.ndarray, seed: int):
+    """river's HalfSpaceTrees and the rows' scaling to [0, 1] by the range of ``reference`` (rows outside it are
+    allowed); HST scores 0 until its first window is full, so small tables get a window of half their rows."""
     from river.anomaly import HalfSpaceTrees
 
-    low, high = X_fit.min(0), X_fit.max(0)
-    span = np.where(high > low, high - low, 1.0)  # HST expects features in [0, 1] (test rows may leave it)
-    # HST scores 0 until its first window is full: small tables get a window of half their rows.
-    model = HalfSpaceTrees(window_size=min(250, max(1, len(X_fit) // 2)), seed=seed)
+    low, high = reference.min(0), reference.max(0)
+    span = np.where(high > low, high - low, 1.0)
+    model = HalfSpaceTrees(window_size=min(250, max(1, len(reference) // 2)), seed=seed)
+    return model, lambda row: dict(enumerate(((row - low) / span).tolist()))
+
+
+def _zscore_kernel(d: int):
+    """The zscore operator's kernel with the operator's defaults."""
+    from kernels.ewma import RobustEwma
+    from operators.zscore import ZScoreParams
+
+    p = ZScoreParams()
+    return RobustEwma(d, alpha=p.alpha, clip=p.clip, warmup=p.warmup, min_std=p.min_std)
+
+
+def _river_hst_scores(X_fit: np.ndarray, X_test: np.ndarray, seed: int, protocol: Protocol) -> np.ndarray:
+    model, features = _scaled_hst(X_fit, seed)
     for index in np.random.default_rng(seed).permutation(len(X_fit)):
-        model.learn_one(dict(enumerate(((X_fit[index] - low) / span).tolist())))
-    return np.array([model.score_one(dict(enumerate(((row - low) / span).tolist()))) for row in X_test])
+        model.learn_one(features(X_fit[index]))
+    return np.array([model.score_one(features(row)) for row in X_test])
 
 
 def _zscore_scores(X_fit: np.ndarray, X_test: np.ndarray, seed: int, protocol: Protocol) -> np.ndarray:
-    from kernels.ewma import RobustEwma
-
-    kernel = RobustEwma(X_fit.shape[1], alpha=0.02, clip=3.0, warmup=30, min_std=1e-6)
+    kernel = _zscore_kernel(X_fit.shape[1])
     order = np.random.default_rng(seed).permutation(len(X_fit))
     kernel.score_and_learn(np.zeros(len(X_fit), dtype=np.int64), X_fit[order])  # one entity
     # Score without learning: every test row gets its own copy of the learned state.
@@ -388,23 +401,16 @@ def _prequential_iforest(X: np.ndarray, warm: int, seed: int, protocol: Prequent
 
 
 def _prequential_zscore(X: np.ndarray, warm: int, seed: int, protocol: Prequential) -> np.ndarray:
-    from kernels.ewma import RobustEwma
-
-    z = RobustEwma(X.shape[1], alpha=0.02, clip=3.0, warmup=30, min_std=1e-6).score_and_learn(np.zeros(len(X), dtype=np.int64), X)
+    z = _zscore_kernel(X.shape[1]).score_and_learn(np.zeros(len(X), dtype=np.int64), X)
     return np.nan_to_num(z, nan=0.0).max(axis=1)
 
 
 def _prequential_river_hst(X: np.ndarray, warm: int, seed: int, protocol: Prequential) -> np.ndarray:
-    from river.anomaly import HalfSpaceTrees
-
-    low, high = X[:warm].min(0), X[:warm].max(0)  # the warm-up rows' range: no look-ahead
-    span = np.where(high > low, high - low, 1.0)
-    model = HalfSpaceTrees(window_size=min(250, max(1, warm // 2)), seed=seed)
+    model, features = _scaled_hst(X[:warm], seed)  # the warm-up rows' range: no look-ahead
     scores = np.empty(len(X))
-    for row, values in enumerate(((X - low) / span).tolist()):
-        features = dict(enumerate(values))
-        scores[row] = model.score_one(features)
-        model.learn_one(features)
+    for row, values in enumerate(X):
+        scores[row] = model.score_one(point := features(values))
+        model.learn_one(point)
     return scores
 
 
