@@ -9,7 +9,7 @@ stream (trees built, the autoencoder's first fit, calibration windows filled), s
 scoring is timed; the autoencoder's periodic refits happen inside the timed part and are included.
 
 Usage: ``python bench/bench_outlier.py [--events N] [--entities N] [--batch N] [--device cpu|cuda]
-[--operators zscore,hst,metric_stream,knn,ape,apre_mss] [--threads N]``. Prints a table and one JSON line (events/s and ratios).
+[--operators zscore,hst,metric_stream,knn,knn_rshash,ape,apre_mss] [--threads N]``. Prints a table and one JSON line (events/s and ratios).
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from operators.batch import Batch
 from operators.event import Event, SourcePosition
 from operators.hst import HalfSpaceTreesParams
 from operators.knn import KnnParams
+from operators.knn_ensemble import KnnEnsembleParams
 from operators.metric_stream import MetricStreamParams
 from operators.registry import OperatorChain, OperatorSpec
 from operators.zscore import ZScoreParams
@@ -44,6 +45,7 @@ def operator_specs(device: str) -> dict[str, OperatorSpec]:
         "hst": OperatorSpec("hst", "hst", NUMERIC, HalfSpaceTreesParams(alerting=ALERTING)),
         "metric_stream": OperatorSpec("metric_stream", "metric_stream", NUMERIC, MetricStreamParams(alerting=ALERTING)),
         "knn": OperatorSpec("knn", "knn", NUMERIC, KnnParams(alerting=ALERTING)),
+        "knn_rshash": OperatorSpec("knn_rshash", "knn_rshash", NUMERIC, KnnEnsembleParams(alerting=ALERTING)),
         "ape": OperatorSpec("ape", "ape", CATEGORICAL, ApeParams(device=device, warmup=1000, alerting=ALERTING)),
         "apre_mss": OperatorSpec("apre_mss", "apre_mss", NUMERIC, ApreMssParams(device=device, alerting=ALERTING)),
     }
@@ -102,7 +104,7 @@ def main() -> None:
     parser.add_argument("--entities", type=int, default=50, help="distinct entities (default 50)")
     parser.add_argument("--batch", type=int, default=512, help="micro-batch size (default 512, the pipeline default)")
     parser.add_argument("--device", default="cpu", help="torch device for the operators (default cpu)")
-    parser.add_argument("--operators", default="zscore,hst,metric_stream,knn,ape,apre_mss", help="comma-separated operator types")
+    parser.add_argument("--operators", default="zscore,hst,metric_stream,knn,knn_rshash,ape,apre_mss", help="comma-separated operator types")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1, as pipeline.torch_threads)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

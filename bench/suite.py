@@ -5,14 +5,14 @@ entities with three numeric fields, keyed by entity, into a 4-partition topic) a
 
 * the decode-and-count ceiling and the usual stack (:mod:`bench.flows`: Bytewax's Kafka source, ``json.loads``,
   a count per key / river ``MinMaxScaler | HalfSpaceTrees`` per key), each in its own process;
-* Vigil's default pipeline (zscore outlier scoring and ADWIN drift on its score), Kafka to an alerts topic,
+* Vigil's default pipeline (zscore outlier scoring and the trend-CUSUM drift on the three fields), Kafka to an alerts topic,
   bounded, in one process; the same with two processes (``-i``/``-a``), with partition-local shards
   (``pipeline.shard_by = "partition"``) and with shards by key; and ``vigil replay --from beginning``;
 * event-to-output latency (p50, p99) at a steady input rate: Vigil tails the topic with every event's scores
   going to a topic, the producer stamps each event with the wall clock, and a consumer notes when its output
   arrives;
 * resident memory and snapshot time of the default operators' state for 10,000 and 100,000 entities;
-* kernel micro-benchmarks (robust EWMA, calibrated alerting, ADWIN, Page-Hinkley, the MSS-APRE autoencoder's
+* kernel micro-benchmarks (robust EWMA, calibrated alerting, the trend CUSUM, ADWIN, Page-Hinkley, the MSS-APRE autoencoder's
   scoring) on the CPU and,
   when torch sees one, on CUDA.
 
@@ -95,9 +95,9 @@ fields = {json.dumps(list(FIELDS))}
 [[operators]]
 name = "drift"
 type = "drift"
-fields = ["score:outlier"]
+fields = {json.dumps(list(FIELDS))}
 [operators.params]
-detector = "adwin"
+detector = "trend_cusum"
 [sinks.alerts]
 {alerts}
 [sinks.dead_letters]
@@ -250,7 +250,7 @@ def state_memory(entities: int) -> dict:
     from operators.zscore import ZScoreParams
 
     chain = OperatorChain.build([OperatorSpec("zscore", "outlier", FIELDS, ZScoreParams()),
-                                 OperatorSpec("drift", "drift", ("score:outlier",), DriftParams())],
+                                 OperatorSpec("drift", "drift", FIELDS, DriftParams())],
                                 max_entities=entities)
     rng = np.random.default_rng(1)
     before = rss_bytes(os.getpid())
@@ -278,6 +278,7 @@ def kernels(devices: list[str], rows: int = 4096, repeats: int = 20) -> list[dic
     from kernels.adwin import AdwinBank
     from kernels.ewma import RobustEwma
     from kernels.page_hinkley import PageHinkleyBank
+    from kernels.trend_cusum import TrendCusumBank
     from operators.alerting import AlertingParams, CalibratedAlerting
 
     rng = np.random.default_rng(2)
@@ -285,8 +286,10 @@ def kernels(devices: list[str], rows: int = 4096, repeats: int = 20) -> list[dic
     slots = np.arange(rows) % 1000
     values = rng.normal(size=(rows, 4))
     ewma, alerting, adwin, page_hinkley = RobustEwma(4), CalibratedAlerting(AlertingParams()), AdwinBank(), PageHinkleyBank()
+    trend_cusum = TrendCusumBank()
     for name, call in (("robust_ewma", lambda: ewma.score_and_learn(slots, values)),
                        ("calibrated_alerting", lambda: alerting.judge(slots, np.arange(rows) * 1000, values[:, 0])),
+                       ("trend_cusum", lambda: trend_cusum.update(slots, values[:, 0])),
                        ("adwin", lambda: adwin.update(slots, values[:, 0])),
                        ("page_hinkley", lambda: page_hinkley.update(slots, values[:, 0]))):
         for _ in range(60):  # past the warm-ups: every slot has 245 scores, so each one is judged

@@ -1,8 +1,11 @@
-"""Per-entity drift detection with ADWIN, Page-Hinkley or KSWIN.
+"""Per-entity drift detection on each field: a trend CUSUM (the default), ADWIN, Page-Hinkley or KSWIN.
 
-One detector per (entity, field), fed every value in stream order, so alarms fire at the same stream index as
-river's detectors would (``tests/test_drift.py`` compares them). ADWIN and Page-Hinkley run as compiled loops over
-the whole batch, their state in arrays across entities (:mod:`kernels.adwin`, :mod:`kernels.page_hinkley`); KSWIN,
+One detector per (entity, field), fed every value in stream order. ``trend_cusum`` (:mod:`kernels.trend_cusum`)
+watches each field's level and trend and says in which direction it moved; point it at the event fields
+themselves, so that an incident's end is not a drift (on an outlier score, the score falling back looks like one).
+ADWIN, Page-Hinkley and KSWIN are river's detectors and alarm at the same stream index as river's would
+(``tests/test_drift.py`` compares them). The trend CUSUM, ADWIN and Page-Hinkley run as compiled loops over the
+whole batch, their state in arrays across entities (:mod:`kernels.adwin`, :mod:`kernels.page_hinkley`); KSWIN,
 which draws random samples and runs a Kolmogorov-Smirnov test, stays river's own detector, called per value.
 Fields can be event fields or another operator's per-event score (``score:<operator>``). All fields that alarm on
 the same event produce one alert, whose score is the number of alarming fields.
@@ -14,6 +17,13 @@ the same event produce one alert, whose score is the number of alarming fields.
 ...           for i, v in enumerate(values)]
 >>> [(a.source.offset, a.reason) for a in op.process(Batch.from_events(events))]
 [(105, 'PageHinkley detected a change in x')]
+>>> rng = np.random.default_rng(0)
+>>> values = np.r_[rng.normal(size=300), rng.normal(size=100) - 4.0]
+>>> events = [Event("a", i, {"x": float(v)}, SourcePosition(topic="t", partition=0, offset=i))
+...           for i, v in enumerate(values)]
+>>> op = DriftOperator.from_config("drift", ["x"], DriftParams())
+>>> [(a.source.offset, a.reason, a.fields) for a in op.process(Batch.from_events(events))]
+[(310, 'trend CUSUM: x drifted down (-3.4 standard deviations from its trend)', ['x'])]
 
 References
 ----------
@@ -23,6 +33,9 @@ Raab, C., Heusinger, M. and Schleif, F.-M. (2020). Reactive soft prototype compu
 streams. *Neurocomputing* 416, 340-351 (KSWIN).
 
 Page, E. S. (1954). Continuous inspection schemes. *Biometrika* 41(1/2), 100-115.
+
+Holt, C. C. (2004). Forecasting seasonals and trends by exponentially weighted moving averages. *International
+Journal of Forecasting* 20(1), 5-10.
 
 Montiel, J. et al. (2021). River: machine learning for streaming data in Python. *JMLR* 22(110), 1-8.
 """
@@ -41,6 +54,7 @@ import numpy as np
 
 from kernels.adwin import AdwinBank
 from kernels.page_hinkley import PageHinkleyBank
+from kernels.trend_cusum import TrendCusumBank
 from kernels.state import Stateful
 from operators.base import Operator
 from operators.batch import Batch
@@ -49,7 +63,7 @@ from operators.params import ParamError, param
 from operators.plain_state import load_plain, object_bytes, to_plain
 
 SIZE_SAMPLE = 64  # KSWIN detectors measured by state_bytes
-DETECTOR_NAMES = {"adwin": "ADWIN", "kswin": "KSWIN", "page_hinkley": "PageHinkley"}
+DETECTOR_NAMES = {"trend_cusum": "trend CUSUM", "adwin": "ADWIN", "kswin": "KSWIN", "page_hinkley": "PageHinkley"}
 
 
 def _kswin_class():
@@ -59,11 +73,11 @@ def _kswin_class():
 
 
 def _detector_class(detector: str) -> type:
-    return {"adwin": AdwinBank, "page_hinkley": PageHinkleyBank}.get(detector) or _kswin_class()
+    return {"trend_cusum": TrendCusumBank, "adwin": AdwinBank, "page_hinkley": PageHinkleyBank}.get(detector) or _kswin_class()
 
 
 def detector_parameters(detector: str) -> dict[str, inspect.Parameter]:
-    """The keyword parameters the detector accepts (river's, for all three; the config check validates against them)."""
+    """The keyword parameters the detector accepts (river's for the river three; the config check validates them)."""
     return dict(inspect.signature(_detector_class(detector)).parameters)
 
 
@@ -119,11 +133,12 @@ class KswinDetectors(Stateful):
 class DriftParams:
     """Parameters of :class:`DriftOperator`."""
 
-    detector: Literal["adwin", "kswin", "page_hinkley"] = param("adwin", "drift detector: adwin, kswin or page_hinkley",
-                                                                 choices=("adwin", "kswin", "page_hinkley"))
-    detector_params: dict[str, Any] = param({}, "the detector's parameters, named as in river's constructor (checked "
-                                                "against it); for kswin without seed, each entity and field gets a "
-                                                "stable seed")
+    detector: Literal["trend_cusum", "adwin", "kswin", "page_hinkley"] = param(
+        "trend_cusum", "drift detector: trend_cusum (a field's level or trend moved, and which way), adwin, kswin or "
+        "page_hinkley (river's)", choices=("trend_cusum", "adwin", "kswin", "page_hinkley"))
+    detector_params: dict[str, Any] = param({}, "the detector's parameters, named as in its constructor "
+                                                "(kernels.trend_cusum.TrendCusumBank, or river's; checked against it); "
+                                                "for kswin without seed, each entity and field gets a stable seed")
     severity: str = param("warning", "severity of drift alerts")
 
 
@@ -148,7 +163,8 @@ class DriftOperator(Operator):
 
     @classmethod
     def contract_cases(cls) -> list[tuple[list[str], DriftParams]]:
-        return [(["x0", "x1"], DriftParams(detector="page_hinkley", detector_params={"threshold": 5.0, "min_instances": 10})),
+        return [(["x0", "x1"], DriftParams(detector="trend_cusum", detector_params={"threshold": 5.0, "warmup": 10})),
+                (["x0", "x1"], DriftParams(detector="page_hinkley", detector_params={"threshold": 5.0, "min_instances": 10})),
                 (["x0"], DriftParams(detector="adwin", detector_params={"delta": 0.1})),
                 (["x1"], DriftParams(detector="kswin", detector_params={"alpha": 0.01, "window_size": 40, "stat_size": 10}))]
 
@@ -164,11 +180,18 @@ class DriftOperator(Operator):
             alarms = self.detectors.update(ids, values[rows, cols])
         alerts = []
         alarm_rows, alarm_cols = rows[alarms], cols[alarms]
+        directions = getattr(self.detectors, "directions", None)  # the trend CUSUM says which way each field moved
         for row in np.unique(alarm_rows).tolist():
-            drifted = [self.fields[col] for col in alarm_cols[alarm_rows == row].tolist()]
+            mine = np.flatnonzero(alarms)[alarm_rows == row]
+            drifted = [self.fields[col] for col in cols[mine].tolist()]
+            if directions is None:
+                reason = f"{self.detector_name} detected a change in {', '.join(drifted)}"
+            else:
+                moves = [f"{field} drifted {'up' if directions[i] > 0 else 'down'} ({self.detectors.deviations[i]:+.1f} "
+                         "standard deviations from its trend)" for field, i in zip(drifted, mine.tolist())]
+                reason = f"{self.detector_name}: {'; '.join(moves)}"
             alerts.append(self.alert(batch, row, score=float(len(drifted)), severity=self.params.severity,
-                                     reason=f"{self.detector_name} detected a change in {', '.join(drifted)}",
-                                     fields=drifted))
+                                     reason=reason, fields=drifted))
         return alerts
 
     def evict(self, slots: np.ndarray) -> None:

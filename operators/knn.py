@@ -58,9 +58,12 @@ class KnnOperator(ScoringOperator):
 
     def __init__(self, name: str, fields: Sequence[str], params: KnnParams) -> None:
         super().__init__(name, fields, params)
-        self.kernel = KnnDistance(len(self.fields), k=params.k, window=params.window, block=params.block,
-                                  min_std=params.min_std)
+        self.kernel = self.build_kernel(len(self.fields), params)
         self._z = np.empty((0, len(self.fields)))
+
+    @staticmethod
+    def build_kernel(n_fields: int, params: KnnParams) -> KnnDistance:
+        return KnnDistance(n_fields, k=params.k, window=params.window, block=params.block, min_std=params.min_std)
 
     @classmethod
     def contract_cases(cls) -> list[tuple[list[str], KnnParams]]:
@@ -80,8 +83,10 @@ class KnnOperator(ScoringOperator):
         names = [self.fields[j] for j in order]
         parts = [f"{self.fields[j]}={batch.column(self.fields[j])[row]:g} ({self._z[row, j]:.1f} standard deviations "
                  "from its mean)" for j in order]
-        return (f"mean distance {batch.scores[self.name][row]:.3g} to its {self.params.k} nearest recent events; "
-                f"farthest fields: {', '.join(parts)}", names)
+        return f"{self.describe(batch.scores[self.name][row])}; farthest fields: {', '.join(parts)}", names
+
+    def describe(self, score: float) -> str:
+        return f"mean distance {score:.3g} to its {self.params.k} nearest recent events"
 
     def snapshot(self) -> dict[str, Any]:
         return {**super().snapshot(), "knn": self.kernel.snapshot()}

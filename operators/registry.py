@@ -38,6 +38,7 @@ class _OperatorTypes(Mapping[str, type[Operator]]):
         "hst": "operators.hst:HalfSpaceTreesOperator",
         "metric_stream": "operators.metric_stream:MetricStreamOperator",
         "knn": "operators.knn:KnnOperator",
+        "knn_rshash": "operators.knn_ensemble:KnnEnsembleOperator",
         "apre_mss": "operators.apre_mss:ApreMssOperator",
         "ape": "operators.ape:ApeOperator",
         "drift": "operators.drift:DriftOperator",

@@ -13,6 +13,10 @@ from pipeline.config import DEFAULT_CONFIG, ConfigError, ConfigIssue, load_confi
 from pipeline.evaluation.score import DETECTORS as SCORE_DETECTORS
 from pipeline.engine.kafka import BrokerWaitStopped, quiet_client_logs
 
+# The keys of pipeline.evaluation.tabular.DETECTORS, whose module imports torch: a test keeps the two equal.
+TABULAR_DETECTORS = ["knn-rshash", "knn", "iforest", "xstream", "loda", "rshash", "apre-mss", "apre", "mse-ae",
+                     "river-hst", "zscore"]
+
 log = logging.getLogger("vigil")
 
 
@@ -114,13 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tabular.add_argument("--data", required=True, metavar="FILE",
                          help=".mat (ODDS X, y), .npz (X, y) or .csv (label last; 1 = outlier)")
-    tabular.add_argument("--detector", default="knn",
-                         choices=["knn", "iforest", "apre-mss", "apre", "mse-ae", "river-hst", "zscore"],
-                         help="detector (default knn: mean distance to the 50 nearest of the last 2,048 rows; "
-                         "iforest: scikit-learn's IsolationForest, from the baselines extra)")
+    tabular.add_argument("--detector", default=TABULAR_DETECTORS[0], choices=TABULAR_DETECTORS,
+                         help="detector (default knn-rshash: the mean surprise of the distance to the 50 nearest of the "
+                         "last 2,048 rows and of the rarity in 100 random-subspace grids; iforest: scikit-learn's "
+                         "IsolationForest; xstream, loda, rshash: PySAD's; the baselines come from the baselines extra)")
     tabular.add_argument("--protocol", default="label-free", choices=["label-free", "prequential", "authors"],
                          help="label-free split (default), prequential (a seeded order, each row scored before it is "
-                         "learned; knn, iforest, zscore, river-hst) or the authors' label-tuned selection")
+                         "learned; all but the autoencoders) or the authors' label-tuned selection")
     tabular.add_argument("--epochs", type=int, default=None, metavar="N",
                          help="autoencoder training epochs, full batch (default 5000, the authors' run script)")
     tabular.add_argument("--k", type=int, default=65, metavar="K",

@@ -13,7 +13,7 @@ def test_outlier_benchmark_runs_every_operator_and_reports_ratios():
         cwd=REPO, capture_output=True, text=True, check=True,
     )
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(report["events_per_s"]) == {"zscore", "hst", "metric_stream", "knn", "ape", "apre_mss"}
+    assert set(report["events_per_s"]) == {"zscore", "hst", "metric_stream", "knn", "knn_rshash", "ape", "apre_mss"}
     assert report["river_hst_events_per_s"] > 0
     for name, rate in report["events_per_s"].items():
         assert rate > 0
@@ -33,8 +33,8 @@ def test_the_suite_runs_end_to_end_in_its_small_mode(tmp_path):
     assert result["ceiling"]["events"] == result["usual_stack"]["events"] == result["events"]
     assert result["latency"]["alerts"] > 0 and result["latency"]["p99_ms"] >= result["latency"]["p50_ms"] > 0
     assert [s["entities"] for s in result["state"]] == [1000] and result["state"][0]["snapshot_mib"] > 0
-    assert {k["kernel"] for k in result["kernels"]} == {"robust_ewma", "calibrated_alerting", "adwin", "page_hinkley",
-                                                        "apre_mss_scoring"}
+    assert {k["kernel"] for k in result["kernels"]} == {"robust_ewma", "calibrated_alerting", "trend_cusum", "adwin",
+                                                        "page_hinkley", "apre_mss_scoring"}
     table = (tmp_path / "suite-small.md").read_text()
     usual = result["usual_stack"]["events_per_s"]
     assert f"| vigil | {result['vigil']['events_per_s']:,} | {result['vigil']['events_per_s'] / usual:.1f}x |" in table

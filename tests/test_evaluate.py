@@ -11,7 +11,8 @@ from pipeline.evaluation.tabular import (PREQUENTIAL, AuthorsProtocol, Prequenti
                                          label_free_test_scores, load_table, roc_auc, standardise, stratified_split)
 
 ODDS = REPO.parent / "shared" / "data" / "odds"
-DETECTORS = ("knn", "iforest", "apre-mss", "apre", "mse-ae", "zscore", "river-hst")
+DETECTORS = ("knn-rshash", "knn", "iforest", "xstream", "loda", "rshash", "apre-mss", "apre", "mse-ae", "zscore",
+             "river-hst")
 
 
 def odds(name):
@@ -31,6 +32,14 @@ def planted(tmp_path, suffix):
     else:
         np.savetxt(path, np.c_[X, y], delimiter=",", header=",".join([*(f"f{i}" for i in range(6)), "label"]), comments="")
     return path, X, y
+
+
+def test_the_command_line_offers_every_detector():
+    from pipeline.cli import TABULAR_DETECTORS
+    from pipeline.evaluation.tabular import DETECTORS as REGISTERED
+
+    assert TABULAR_DETECTORS == list(REGISTERED) and set(DETECTORS) == set(REGISTERED)
+    assert set(PREQUENTIAL) == set(REGISTERED) - {"apre-mss", "apre", "mse-ae"}
 
 
 @pytest.mark.parametrize("suffix", [".npz", ".csv"])
@@ -154,7 +163,7 @@ def test_default_detector_and_the_iforest_baseline_print_json():
     path = odds("wbc")
     default = json.loads(vigil("evaluate", "tabular", "--data", str(path), "--json").stdout)
     iforest = json.loads(vigil("evaluate", "tabular", "--data", str(path), "--detector", "iforest", "--json").stdout)
-    assert default["detector"] == "knn" and iforest["detector"] == "iforest"
+    assert default["detector"] == "knn-rshash" and iforest["detector"] == "iforest"
     for result in (default, iforest):
         assert 0.85 < result["roc_auc"] <= 1 and 0 < result["average_precision"] <= 1 and len(result["per_seed"]) == 5
 
@@ -179,4 +188,4 @@ def test_prequential_protocol_on_an_odds_file():
         assert result["protocol"] == "prequential" and not result["label_tuned"] and result["warmup_rows"] == 76
         assert 0.85 < result["roc_auc"] <= 1, name
     output = vigil("evaluate", "tabular", "--data", str(odds("wbc")), "--protocol", "prequential", "--seeds", "0").stdout
-    assert "knn on" in output and "prequential, scored after 76 warm-up rows, 1 orders" in output
+    assert "knn-rshash on" in output and "prequential, scored after 76 warm-up rows, 1 orders" in output

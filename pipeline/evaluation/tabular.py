@@ -51,6 +51,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -244,10 +245,16 @@ def _zscore_scores(X_fit: np.ndarray, X_test: np.ndarray, seed: int, protocol: P
     return np.nan_to_num(z, nan=0.0).max(axis=1)
 
 
-def _knn_scores(X_fit: np.ndarray, X_test: np.ndarray, seed: int, protocol: Protocol) -> np.ndarray:
+def _window_detector(name: str, d: int, seed: int):
+    """The knn or knn-rshash kernel with the operator's defaults; the seed draws knn-rshash's grids."""
     from kernels.knn import KnnDistance
+    from kernels.knn_ensemble import KnnSubspaceEnsemble
 
-    detector = KnnDistance(X_fit.shape[1])
+    return KnnDistance(d) if name == "knn" else KnnSubspaceEnsemble(d, seed=seed)
+
+
+def _knn_scores(name: str, X_fit: np.ndarray, X_test: np.ndarray, seed: int, protocol: Protocol) -> np.ndarray:
+    detector = _window_detector(name, X_fit.shape[1], seed)
     detector.score_and_learn(X_fit[np.random.default_rng(seed).permutation(len(X_fit))])  # the window: the last rows
     return detector.score_only(X_test)
 
@@ -265,9 +272,33 @@ def _iforest_scores(X_fit: np.ndarray, X_test: np.ndarray, seed: int, protocol: 
     return -_iforest()(random_state=seed).fit(X_fit).score_samples(X_test)
 
 
+# PySAD's streaming detectors with their defaults (pysad 0.7.0: its earlier LODA rebuilt every histogram from the
+# current row alone). RS-Hash normalises by feature ranges given up front: those of the rows it learns first.
+PYSAD = {"xstream": "xStream", "loda": "LODA", "rshash": "RSHash"}
+
+
+def _pysad_model(name: str, first_rows: np.ndarray, seed: int):
+    try:
+        import pysad.models
+    except ImportError:
+        raise RuntimeError(f"the {name} baseline needs pysad: pip install 'vigil[baselines]'") from None
+    ranges = {"feature_mins": first_rows.min(0), "feature_maxes": first_rows.max(0)} if name == "rshash" else {}
+    return getattr(pysad.models, PYSAD[name])(random_state=seed, **ranges)
+
+
+def _pysad_scores(name: str, X_fit: np.ndarray, X_test: np.ndarray, seed: int, protocol: Protocol) -> np.ndarray:
+    """Learn train ∪ valid row by row in an order shuffled by the seed, then score the test rows without learning."""
+    model = _pysad_model(name, X_fit, seed)
+    for index in np.random.default_rng(seed).permutation(len(X_fit)):
+        model.fit_partial(X_fit[index])
+    return np.array([model.score_partial(row) for row in X_test])
+
+
 DETECTORS: dict[str, Callable[[np.ndarray, np.ndarray, int, Protocol], np.ndarray]] = {
-    "knn": _knn_scores,
+    "knn-rshash": partial(_knn_scores, "knn-rshash"),
+    "knn": partial(_knn_scores, "knn"),
     "iforest": _iforest_scores,
+    **{name: partial(_pysad_scores, name) for name in PYSAD},
     "apre-mss": lambda F, T, seed, p: _autoencoder_scores(F, T, seed, p, probabilistic=True, mean_shift=True),
     "apre": lambda F, T, seed, p: _autoencoder_scores(F, T, seed, p, probabilistic=True, mean_shift=False),
     "mse-ae": lambda F, T, seed, p: _autoencoder_scores(F, T, seed, p, probabilistic=False, mean_shift=False),
@@ -386,10 +417,8 @@ class Prequential:
     refit_every: int = 256
 
 
-def _prequential_knn(X: np.ndarray, warm: int, seed: int, protocol: Prequential) -> np.ndarray:
-    from kernels.knn import KnnDistance
-
-    return KnnDistance(X.shape[1]).score_and_learn(X)
+def _prequential_knn(name: str, X: np.ndarray, warm: int, seed: int, protocol: Prequential) -> np.ndarray:
+    return _window_detector(name, X.shape[1], seed).score_and_learn(X)
 
 
 def _prequential_iforest(X: np.ndarray, warm: int, seed: int, protocol: Prequential) -> np.ndarray:
@@ -414,9 +443,16 @@ def _prequential_river_hst(X: np.ndarray, warm: int, seed: int, protocol: Preque
     return scores
 
 
+def _prequential_pysad(name: str, X: np.ndarray, warm: int, seed: int, protocol: Prequential) -> np.ndarray:
+    model = _pysad_model(name, X[:warm], seed)  # RS-Hash: the warm-up rows' range, no look-ahead
+    return np.array([model.fit_score_partial(row) for row in X])  # scores each row, then learns it
+
+
 PREQUENTIAL: dict[str, Callable[[np.ndarray, int, int, Prequential], np.ndarray]] = {
-    "knn": _prequential_knn,
+    "knn-rshash": partial(_prequential_knn, "knn-rshash"),
+    "knn": partial(_prequential_knn, "knn"),
     "iforest": _prequential_iforest,
+    **{name: partial(_prequential_pysad, name) for name in PYSAD},
     "zscore": _prequential_zscore,
     "river-hst": _prequential_river_hst,
 }
