@@ -9,7 +9,8 @@ stream (trees built, the autoencoder's first fit, calibration windows filled), s
 scoring is timed; the autoencoder's periodic refits happen inside the timed part and are included.
 
 Usage: ``python bench/bench_outlier.py [--events N] [--entities N] [--batch N] [--device cpu|cuda]
-[--operators zscore,hst,metric_stream,knn,knn_rshash,ape,apre_mss] [--threads N]``. Prints a table and one JSON line (events/s and ratios).
+[--operators zscore,hst,metric_stream,knn,knn_rshash,ape,apre_mss] [--threads N]``. Prints a table and one JSON line
+(events/s and ratios).
 """
 from __future__ import annotations
 
@@ -104,7 +105,8 @@ def main() -> None:
     parser.add_argument("--entities", type=int, default=50, help="distinct entities (default 50)")
     parser.add_argument("--batch", type=int, default=512, help="micro-batch size (default 512, the pipeline default)")
     parser.add_argument("--device", default="cpu", help="torch device for the operators (default cpu)")
-    parser.add_argument("--operators", default="zscore,hst,metric_stream,knn,knn_rshash,ape,apre_mss", help="comma-separated operator types")
+    parser.add_argument("--operators", default="zscore,hst,metric_stream,knn,knn_rshash,ape,apre_mss",
+                        help="comma-separated operator types")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1, as pipeline.torch_threads)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

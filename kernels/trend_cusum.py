@@ -3,7 +3,8 @@
 Each stream (an entity's field) keeps a local linear trend (Holt's level and slope, weights ``alpha`` and ``beta``)
 and judges every value by its one-step forecast error in standard units. Two CUSUMs (Page, 1954) add up the
 clipped standard errors beyond an allowance ``k``, one for rises and one for falls; when one passes ``threshold``
-the stream has drifted in that direction: the alarm names it, the level is set to the value and both sums restart.
+the stream has drifted in that direction: the alarm names it, the level restarts at the value with a flat slope
+(the new regime's trend is not known yet) and both sums restart.
 
 What makes the alarms mean drift:
 
@@ -96,7 +97,7 @@ def _update(detectors, values, state, out, directions, deviations, alpha, beta, 
                 out[row] = True
                 directions[row] = 1 if s[RISE] > threshold else -1
                 deviations[row] = z
-                s[LEVEL] = x  # the new regime is the reference from now on
+                s[LEVEL], s[SLOPE] = x, 0.0  # the new regime, whose trend is not known yet, is the reference
                 s[RISE], s[FALL], s[PREVIOUS_ERROR] = 0.0, 0.0, 0.0
                 continue
             clipped = z_clipped * scale

@@ -179,10 +179,10 @@ class DriftOperator(Operator):
         else:
             alarms = self.detectors.update(ids, values[rows, cols])
         alerts = []
-        alarm_rows, alarm_cols = rows[alarms], cols[alarms]
+        alarm_values = np.flatnonzero(alarms)
         directions = getattr(self.detectors, "directions", None)  # the trend CUSUM says which way each field moved
-        for row in np.unique(alarm_rows).tolist():
-            mine = np.flatnonzero(alarms)[alarm_rows == row]
+        for row in np.unique(rows[alarm_values]).tolist():
+            mine = alarm_values[rows[alarm_values] == row]
             drifted = [self.fields[col] for col in cols[mine].tolist()]
             if directions is None:
                 reason = f"{self.detector_name} detected a change in {', '.join(drifted)}"

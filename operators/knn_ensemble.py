@@ -3,13 +3,14 @@
 The :mod:`operators.knn` operator with :class:`kernels.knn_ensemble.KnnSubspaceEnsemble` as its kernel: per shard,
 an event's mean distance to its ``k`` nearest among the last ``window`` events and its rarity in 100 random-subspace
 grids over the same events are each turned into a surprise, −ln of its upper-tail p-value among the same member's
-past scores, and the score is the mean of the two surprises (about 1 on normal data, unbounded above). The pair covers each member's blind spot (irrelevant or sparse fields for kNN, local outliers for the
-grids). Every hyper-parameter is fixed, the same on every data set, chosen on the 12 development ODDS sets only;
-under both protocols of ``vigil evaluate tabular`` it beats each member, scikit-learn's IsolationForest and PySAD's
-xStream, LODA and RS-Hash on average (README, "Offline evaluation"). Scores do not depend on how the stream is cut
-into batches. An event with a missing or non-numeric field scores NaN and is not learned. Alerts follow the
-calibrated false-alarm budget (:mod:`operators.alerting`) and name the fields farthest, in standard units, from the
-shard's running mean.
+past scores, and the score is the mean of the two surprises (about 1 on normal data, unbounded above). The pair
+covers each member's blind spot (irrelevant or sparse fields for kNN, local outliers for the grids). Every
+hyper-parameter is fixed, the same on every data set, chosen on the 12 development ODDS sets only; under both
+protocols of ``vigil evaluate tabular`` it beats each member, scikit-learn's IsolationForest and PySAD's xStream,
+LODA and RS-Hash on average (README, "Offline evaluation"). Scores do not depend on how the stream is cut into
+batches. An event with a missing or non-numeric field scores NaN and is not learned. Alerts follow the calibrated
+false-alarm budget (:mod:`operators.alerting`) and name the fields farthest, in standard units, from the shard's
+running mean.
 
 >>> from operators.event import Event, SourcePosition
 >>> rng = np.random.default_rng(0)

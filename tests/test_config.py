@@ -65,7 +65,7 @@ def test_every_error_is_reported_with_its_key(tmp_path):
         type = "drift"
         fields = ["cpu"]
         [operators.params]
-        detector_params = { delt = 0.1 }
+        detector_params = { treshold = 5.0 }
         [metrics]
         port = 70000
         [demo]
@@ -82,7 +82,7 @@ def test_every_error_is_reported_with_its_key(tmp_path):
         ("operators[0].params.alpha", "expected float"),
         ("operators[1].fields[0]", "is not a column an earlier operator publishes"),
         ("operators[1].params.detector", "did you mean 'adwin'?"),
-        ("operators[2].params.detector_params.delt", "did you mean 'delta'?"),
+        ("operators[2].params.detector_params.treshold", "did you mean 'threshold'?"),
         ("metrics.port", "out of range"),
         ("demo.start", "not an RFC 3339 time"),
     ]:
