@@ -12,6 +12,8 @@ batches. An event with a missing or non-numeric field scores NaN and is not lear
 false-alarm budget (:mod:`operators.alerting`) and name the fields farthest, in standard units, from the shard's
 running mean.
 
+>>> import numpy as np
+>>> from operators.batch import Batch
 >>> from operators.event import Event, SourcePosition
 >>> rng = np.random.default_rng(0)
 >>> rows = np.r_[rng.normal(size=(900, 3)), [[0.0, 5.0, -5.0]]]
@@ -34,15 +36,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import numpy as np
-
 from kernels.knn_ensemble import KnnSubspaceEnsemble
 from operators.alerting import AlertingParams
-from operators.batch import Batch
 from operators.knn import KnnOperator, KnnParams
 from operators.params import param
-
-__all__ = ["AlertingParams", "Batch", "KnnEnsembleOperator", "KnnEnsembleParams", "np"]
 
 
 @dataclass

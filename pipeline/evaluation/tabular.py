@@ -18,9 +18,10 @@ Both protocols follow the authors' code for MSS-PAE (Tan et al., references belo
 
 ``Protocol`` (``--protocol label-free``, the default) fixes everything before looking at labels: k = 65,
 m = 1, the model after the last epoch, the mean over seeds 0-4; labels are read only to compute the
-metrics on the test part. ``river-hst`` learns train ∪ valid once in an order shuffled by the seed, then
-scores the test rows; ``zscore`` learns train ∪ valid in seeded order, then scores each test row against
-the learned state without learning from it.
+metrics on the test part. ``river-hst`` and PySAD's ``xstream``, ``loda`` and ``rshash`` learn train ∪ valid
+once in an order shuffled by the seed, then score the test rows; ``zscore``, ``knn`` and ``knn-rshash`` (the
+default) learn train ∪ valid in seeded order, then score each test row against the learned state without learning
+from it (the seed also draws knn-rshash's grids).
 
 ``AuthorsProtocol`` (``--protocol authors``) is the authors' **label-tuned** selection (their ``main.py``):
 20 random inits (seeds 0-19); k in 2..min(100, n_fit - 1) chosen on validation
@@ -44,6 +45,10 @@ outlier detection from unexpected reconstruction. *Pattern Recognition* 163, 111
 code: github.com/Ra1demmmm/Autoencoder-based-Outlier-Detection (``load_data``, ``main.py``, ``run_main.sh``).
 
 Rayana, S. (2016). ODDS Library. Stony Brook University.
+
+Yilmaz, S. F. and Kozat, S. S. (2020). PySAD: A streaming anomaly detection framework in Python. arXiv 2009.02572
+(xStream: Manzoor, Lamba and Akoglu, KDD 2018; LODA: Pevný, Machine Learning 102, 2016; RS-Hash: Sathe and
+Aggarwal, ICDM 2016).
 """
 from __future__ import annotations
 
@@ -407,9 +412,9 @@ def evaluate(X: np.ndarray, y: np.ndarray, detector: str, protocol: Protocol | A
 class Prequential:
     """Rows in a seeded random order; each is scored before the detector learns it; ROC-AUC and average precision
     over the rows after the first ``warmup_share``. Every detector sees raw values and keeps its own units: kNN its
-    past-only standard deviations, zscore its running moments, river's HalfSpaceTrees the range of the warm-up rows,
-    IsolationForest none (trees split each column on its own scale), refit every ``refit_every`` rows on the last
-    ``window`` rows (iForestASD: Ding and Fei, 2013)."""
+    past-only standard deviations, zscore its running moments, river's HalfSpaceTrees and PySAD's RS-Hash the range of
+    the warm-up rows, IsolationForest none (trees split each column on its own scale), refit every ``refit_every``
+    rows on the last ``window`` rows (iForestASD: Ding and Fei, 2013). PySAD's detectors score, then learn, each row."""
 
     seeds: tuple[int, ...] = (0, 1, 2)
     warmup_share: float = 0.2
