@@ -61,3 +61,14 @@ def test_the_privacy_benchmark_small_pass_audits_and_flags_a_planted_bug(tmp_pat
         assert abs(row["mean_var"] / row["mean_var_exact"] - 1) < 0.25, row
     assert all(row["max_updates"] <= row["cap"] and row["within_bound"] >= 0.95 for row in result["t5"])
     assert all(row["algorithm"] == "counter" and row["within_bound"] >= 0.95 for row in result["t6"])
+
+
+def test_the_drift_benchmark_compares_both_detectors_on_the_demo_stream():
+    """On a short demo stream (1,200 ticks, 9 gradual drifts) the trend CUSUM's drift alarms are the more precise."""
+    result = subprocess.run([sys.executable, "bench/bench_drift.py", "--seeds", "7", "--events", "60000"], cwd=REPO,
+                            capture_output=True, text=True, check=True, timeout=300)
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in result.stdout.splitlines()
+            if line.startswith("| 7 |")]
+    assert [row[1] for row in rows] == ["trend_cusum on the four fields (default)", "adwin on score:outlier (before)"]
+    (_, _, _, cusum_precision, cusum_found, *_), (_, _, _, adwin_precision, _, *_) = rows
+    assert float(cusum_precision) >= 0.9 > float(adwin_precision) and cusum_found.endswith("/9")
