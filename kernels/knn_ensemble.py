@@ -35,13 +35,14 @@ References
 Aggarwal, C. C. and Sathe, S. (2015). Theoretical foundations and algorithms for outlier ensembles. *ACM SIGKDD
 Explorations* 17(1).
 
+Fisher, R. A. (1925). *Statistical Methods for Research Workers*. Oliver and Boyd (combining p-values).
+
 Sathe, S. and Aggarwal, C. C. (2016). Subspace outlier detection in linear time with randomized hashing. *ICDM*.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import math
+from typing import Any
 
 import numba
 import numpy as np
@@ -114,6 +115,8 @@ class KnnSubspaceEnsemble(KnnDistance):
     def __init__(self, n_features: int, *, k: int = 50, window: int = 2048, block: int = 256, min_std: float = 1e-6,
                  components: int = 100, seed: int = 0) -> None:
         super().__init__(n_features, k=k, window=window, block=block, min_std=min_std)
+        if block > window:
+            raise ValueError("block must not exceed window: a row leaves the counts before a block's rows join the ring")
         self.grids = SubspaceGridCounts(n_features, max(window, 2), components=components, seed=seed)
         self.grid_due = 0  # rows learned at which the grids' units are next set and the counts rebuilt
         self.histories = np.zeros((2, window))  # past kNN distances and rarities, rings

@@ -39,7 +39,7 @@ from typing import ClassVar
 from kernels.knn_ensemble import KnnSubspaceEnsemble
 from operators.alerting import AlertingParams
 from operators.knn import KnnOperator, KnnParams
-from operators.params import param
+from operators.params import ParamError, param
 
 
 @dataclass
@@ -56,6 +56,8 @@ class KnnEnsembleOperator(KnnOperator):
 
     @staticmethod
     def build_kernel(n_fields: int, params: KnnEnsembleParams) -> KnnSubspaceEnsemble:
+        if params.block > params.window:
+            raise ParamError("block", f"must not exceed window ({params.window})")
         return KnnSubspaceEnsemble(n_fields, k=params.k, window=params.window, block=params.block,
                                    min_std=params.min_std, components=params.components, seed=params.seed)
 

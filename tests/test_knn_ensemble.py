@@ -85,3 +85,13 @@ def test_rows_with_missing_values_score_nan_and_are_not_learned(rows):
     a = make().score_and_learn(holes)
     b = make().score_and_learn(rows[kept])
     assert np.isnan(a[~kept]).all() and a[kept].tobytes() == b.tobytes()
+
+
+def test_a_block_longer_than_the_window_is_refused_with_its_key():
+    from operators.knn_ensemble import KnnEnsembleOperator, KnnEnsembleParams
+    from operators.params import ParamError
+
+    with pytest.raises(ValueError, match="block must not exceed window"):
+        KnnSubspaceEnsemble(3, window=100, block=200)
+    with pytest.raises(ParamError, match="block"):
+        KnnEnsembleOperator("scores", ["a", "b"], KnnEnsembleParams(window=100, block=200))
