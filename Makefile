@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: run test lint browser install install-dev clean
+.PHONY: run test lint browser install install-dev fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ browser:
 
 test: lint browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Coverage-guided fuzzing of the event decoder (atheris, bench/fuzz_decode.py) for 60 s; findings go to runs/fuzz-decode/.
+fuzz: install
+	$(PIP) -e '.[fuzz]'
+	$(BIN)/python bench/fuzz_decode.py --seconds 60
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache .import_linter_cache

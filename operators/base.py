@@ -52,6 +52,9 @@ class Operator(Stateful):
     Params: ClassVar[type]
     publishes: ClassVar[tuple[str, ...]] = ()  # the columns it publishes: score:<name><suffix> for each suffix
     durable: ClassVar[bool] = False  # True: part of its state outlives an evicted entity on purpose (a privacy ledger)
+    # True: all its state lives in entity slots, so after a failed batch resetting that batch's entities leaves it
+    # consistent; otherwise (models shared by a shard's entities) the chain rebuilds the operator afresh.
+    entity_state: ClassVar[bool] = False
 
     def __init__(self, name: str, fields: Sequence[str], params: Any) -> None:
         validate(params)

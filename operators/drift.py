@@ -145,6 +145,7 @@ class DriftParams:
 class DriftOperator(Operator):
     kind: ClassVar[str] = "drift"
     Params: ClassVar[type] = DriftParams
+    entity_state: ClassVar[bool] = True
 
     def __init__(self, name: str, fields: Sequence[str], params: DriftParams) -> None:
         super().__init__(name, fields, params)

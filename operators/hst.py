@@ -139,6 +139,7 @@ class _Entity:
 
 class HalfSpaceTreesOperator(ScoringOperator):
     Params: ClassVar[type] = HalfSpaceTreesParams
+    entity_state: ClassVar[bool] = True
 
     def __init__(self, name: str, fields: Sequence[str], params: HalfSpaceTreesParams) -> None:
         super().__init__(name, fields, params)

@@ -78,6 +78,7 @@ class MetricStreamParams:
 
 class MetricStreamOperator(ScoringOperator):
     Params: ClassVar[type] = MetricStreamParams
+    entity_state: ClassVar[bool] = True
 
     def __init__(self, name: str, fields: Sequence[str], params: MetricStreamParams) -> None:
         super().__init__(name, fields, params)

@@ -76,6 +76,30 @@ def build_operator(spec: OperatorSpec) -> Operator:
     return OPERATOR_TYPES[spec.type].from_config(spec.name, spec.fields, spec.params)
 
 
+class OperatorFailure(Exception):
+    """An operator raised inside :meth:`OperatorChain.run`. ``alerts`` are those the chain made before it (earlier
+    segments, earlier operators of the failing segment); rows from ``first_row`` on were not finished."""
+
+    def __init__(self, operator: str, error: Exception, alerts: list[Alert], first_row: int) -> None:
+        super().__init__(f"operator {operator!r} raised {type(error).__name__}: {error}")
+        self.operator, self.error, self.alerts, self.first_row = operator, error, alerts, first_row
+
+
+class OperatorFailuresExceeded(RuntimeError):
+    """A shard's operators failed on too many consecutive batches: the run stops rather than dead-letter everything."""
+
+    @staticmethod
+    def within(error: BaseException) -> OperatorFailuresExceeded | None:
+        """This error or the one it wraps (Bytewax wraps a step's exception in its own), if any."""
+        seen = set()
+        while error is not None and id(error) not in seen:
+            if isinstance(error, OperatorFailuresExceeded):
+                return error
+            seen.add(id(error))
+            error = error.__cause__ or error.__context__
+        return None
+
+
 class OperatorChain(Stateful):
     """The operators of one shard and its entity index, run in configuration order over each batch.
 
@@ -104,7 +128,10 @@ class OperatorChain(Stateful):
         return self.run(batch), batch
 
     def run(self, batch: Batch) -> list[Alert]:
-        """Assign entity slots to ``batch`` (segment by segment, see :class:`EntityIndex`) and run the operators."""
+        """Assign entity slots to ``batch`` (segment by segment, see :class:`EntityIndex`) and run the operators.
+
+        An exception in an operator's ``process`` leaves that operator consistent (:meth:`_recover`) and raises
+        :class:`OperatorFailure`, which carries the alerts made so far and the first row no operator finished."""
         alerts: list[Alert] = []
         parts: list[Batch] = []
         for start, stop, slots, evicted in self.entities.admit(batch.keys, batch.ts_ms):
@@ -114,13 +141,27 @@ class OperatorChain(Stateful):
                 freed = np.concatenate([np.asarray(s, dtype=np.int64) for s in evicted.values()])
                 for operator in self.operators:
                     operator.evict(freed)
-            for operator in self.operators:
-                alerts.extend(operator.process(part))
+            for position, operator in enumerate(self.operators):
+                try:
+                    alerts.extend(operator.process(part))
+                except Exception as error:  # an operator's bug must not take the shard down (OperatorFailure)
+                    self._recover(position, part.slots)
+                    raise OperatorFailure(operator.name, error, alerts, start) from error
             parts.append(part)
         if len(parts) > 1:
             batch.slots = np.concatenate([part.slots for part in parts])
             batch.scores = {name: np.concatenate([part.scores[name] for part in parts]) for name in parts[0].scores}
         return alerts
+
+    def _recover(self, position: int, slots: np.ndarray) -> None:
+        """After a failed ``process``: an operator whose state lives in entity slots forgets the batch's entities (as
+        if evicted); any other is rebuilt afresh from its configuration (its shard-wide models may be half-updated).
+        Costs nothing until an operator fails."""
+        operator = self.operators[position]
+        if operator.entity_state:
+            operator.evict(np.unique(slots))
+        else:
+            self.operators[position] = type(operator).from_config(operator.name, operator.fields, operator.params)
 
     def snapshot(self) -> dict[str, Any]:
         return {"entities": self.entities.snapshot(),

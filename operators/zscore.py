@@ -50,6 +50,7 @@ class ZScoreParams:
 
 class ZScoreOperator(ScoringOperator):
     Params: ClassVar[type] = ZScoreParams
+    entity_state: ClassVar[bool] = True
 
     def __init__(self, name: str, fields: Sequence[str], params: ZScoreParams) -> None:
         super().__init__(name, fields, params)

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from pipeline.config import DEFAULT_CONFIG, ConfigError, ConfigIssue, load_config
 from pipeline.evaluation.score import DETECTORS as SCORE_DETECTORS
+from operators.registry import OperatorFailuresExceeded
 from pipeline.engine.kafka import BrokerWaitStopped, quiet_client_logs
+from pipeline.engine.resources import ResourceError
 
 # The keys of pipeline.evaluation.tabular.DETECTORS, whose module imports torch: a test keeps the two equal.
 TABULAR_DETECTORS = ["knn-rshash", "knn", "iforest", "xstream", "loda", "rshash", "apre-mss", "apre", "mse-ae",
@@ -269,6 +271,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokerWaitStopped as error:
         log.info("%s", error)
         return 0
+    except OperatorFailuresExceeded as error:
+        log.error("stopping: %s", error)
+        return 1
+    except ResourceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import os
+import re
 import sys
 import typing
 from collections.abc import Mapping, Sequence
@@ -82,6 +84,9 @@ class PipelineConfig:
     batch_max_wait_ms: int = field(default=50, metadata=_range(0))
     max_event_bytes: int = field(default=65536, metadata=_range(64))
     torch_threads: int = field(default=1, metadata=_range(1, 1024))
+    # An operator that raises dead-letters the batch's events and the shard goes on; this many failed batches in a
+    # row in one shard stop the run instead.
+    max_operator_failures: int = field(default=10, metadata=_range(1))
 
 
 @dataclass
@@ -210,10 +215,15 @@ class ConfigError(ValueError):
 _MISSING = object()
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def _join(path: str, key: Any) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
-    return f"{path}.{key}" if path else str(key)
+    if not _BARE_KEY.fullmatch(key):  # as TOML writes it: "" or "a.b" would not name the key
+        key = json.dumps(key, ensure_ascii=False)
+    return f"{path}.{key}" if path else key
 
 
 def _type_name(hint: Any) -> str:
@@ -307,9 +317,14 @@ def _check_build(spec: OperatorSpec, path: str, issues: list[ConfigIssue]) -> No
         issues.append(ConfigIssue(f"{path}.params.{error.key}", error.message))
     except ValueError as error:
         issues.append(ConfigIssue(path, str(error)))
+    except MemoryError as error:  # sizes within each parameter's bounds can still multiply past memory
+        issues.append(ConfigIssue(f"{path}.params", f"the operator needs more memory than there is: {error}"))
+    except OSError as error:  # a file or folder it opens: dp_count's ledger where a file is
+        issues.append(ConfigIssue(f"{path}.params", f"the operator cannot be built: {error}"))
 
 
-def _check_semantics(config: Config, issues: list[ConfigIssue]) -> None:
+def _check_semantics(config: Config, issues: list[ConfigIssue], paths: Sequence[str]) -> None:
+    """Checks across keys; ``paths`` are where ``config.operators`` are in the file (see :func:`_operator_paths`)."""
     try:
         parse_ts_ms(config.demo.start)
     except ValueError as error:
@@ -331,7 +346,7 @@ def _check_semantics(config: Config, issues: list[ConfigIssue]) -> None:
         issues.append(ConfigIssue("operators", "no operators configured", "add at least one [[operators]] table"))
     seen: dict[str, OperatorConfig] = {}
     for index, op in enumerate(config.operators):
-        path = f"operators[{index}]"
+        path = paths[index]
         if op.name in seen:
             issues.append(ConfigIssue(f"{path}.name", f"duplicate operator name {op.name!r}"))
         if not op.fields:
@@ -355,6 +370,14 @@ def _check_semantics(config: Config, issues: list[ConfigIssue]) -> None:
         seen[op.name] = op
 
 
+def _operator_paths(data: dict[str, Any]) -> list[str]:
+    """Where each converted operator is in the file: an ``[[operators]]`` table that fails conversion is left out of
+    ``config.operators``, so the index of a later one there is not its index in the file."""
+    tables = data.get("operators")
+    return [_join("operators", index) for index, table in enumerate(tables if isinstance(tables, list) else [])
+            if _convert(table, OperatorConfig, "", []) is not _MISSING]
+
+
 def _check_kafka(kafka: KafkaConfig, issues: list[ConfigIssue]) -> None:
     if kafka.sasl_mechanism and not kafka.security_protocol.startswith("SASL"):
         issues.append(ConfigIssue("kafka.security_protocol", f"is {kafka.security_protocol} but sasl_mechanism is set",
@@ -367,6 +390,8 @@ def _check_kafka(kafka: KafkaConfig, issues: list[ConfigIssue]) -> None:
             resolve_secret(getattr(kafka, f"{secret}_env"), getattr(kafka, f"{secret}_file"))
         except SecretError as error:
             issues.append(ConfigIssue(f"kafka.{secret}_{error.via}", str(error)))
+        except ValueError as error:  # a file that is not UTF-8 text, a path with a NUL byte (not OSErrors)
+            issues.append(ConfigIssue(f"kafka.{secret}_file", f"cannot read {getattr(kafka, f'{secret}_file')!r}: {error}"))
     if kafka.sasl_mechanism and not (kafka.sasl_password_env or kafka.sasl_password_file):
         issues.append(ConfigIssue("kafka.sasl_password_env", f"SASL {kafka.sasl_mechanism} needs a password",
                                   "name an env var (sasl_password_env) or a file (sasl_password_file)"))
@@ -423,7 +448,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     package (the demo's model); overrides from the environment or ``--set`` stay as given."""
     for table in data.get("operators", []) if isinstance(data.get("operators"), list) else []:
         params, kind = (table.get("params"), table.get("type")) if isinstance(table, dict) else (None, None)
-        if not isinstance(params, dict) or kind not in OPERATOR_TYPES:
+        if not isinstance(params, dict) or not isinstance(kind, str) or kind not in OPERATOR_TYPES:  # a list: unhashable
             continue
         for spec in dataclasses.fields(OPERATOR_TYPES[kind].Params):
             value = params.get(spec.name)
@@ -448,6 +473,15 @@ def read_toml(path: str | Path | None) -> tuple[dict[str, Any], str]:
         raise ConfigError([ConfigIssue(str(path), f"not valid TOML: {error}")], str(path)) from None
 
 
+def _override(data: dict[str, Any], dotted_key: str, value: Any, origin: str, issues: list[ConfigIssue]) -> None:
+    """Apply one override, or report that it addresses no key: a list index that is not one, or a key under a value
+    that is not a table (``source.path.x`` where ``source.path`` is a string)."""
+    try:
+        apply_override(data, dotted_key, value)
+    except (ValueError, IndexError, TypeError, AttributeError):
+        issues.append(ConfigIssue(origin, "does not address a key in the config"))
+
+
 def load_config(
     path: str | Path | None = None,
     overrides: Sequence[str] = (),
@@ -458,19 +492,16 @@ def load_config(
     _resolve_paths(data, Path(path).parent if path is not None else Path(str(resources.files("pipeline"))))
     issues: list[ConfigIssue] = []
     for key, value in env_overrides(os.environ if environ is None else environ):
-        apply_override(data, key, value)
+        _override(data, key, value, ENV_PREFIX + key.upper().replace(".", "__"), issues)
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep:
             issues.append(ConfigIssue(f"--set {item}", "expected KEY=VALUE", "for example --set metrics.port=9200"))
             continue
-        try:
-            apply_override(data, key.strip(), parse_value(text.strip()))
-        except (ValueError, IndexError, TypeError):
-            issues.append(ConfigIssue(f"--set {key}", "does not address a key in the config"))
+        _override(data, key.strip(), parse_value(text.strip()), f"--set {key}", issues)
     config = _convert_dataclass(data, Config, "", issues)
     if config is not _MISSING:
-        _check_semantics(config, issues)
+        _check_semantics(config, issues, _operator_paths(data))
     if issues:
         raise ConfigError(issues, origin)
     return config

@@ -136,3 +136,20 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval:
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def tls_settings(bootstrap: str, ca_location: str = "") -> KafkaSettings:
+    """Settings for a TLS listener (``security_protocol = "SSL"``), trusting ``ca_location`` (else the system store)."""
+    return KafkaSettings(KafkaConfig(bootstrap_servers=[bootstrap], retry_initial_seconds=0.2, security_protocol="SSL",
+                                     ssl_ca_location=ca_location))
+
+
+def self_signed_certificate(directory: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and localhost, made with the openssl CLI: (cert, key) PEM paths."""
+    import subprocess
+
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key

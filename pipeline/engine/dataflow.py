@@ -18,6 +18,7 @@ snapshot is plain data: the chain's snapshot (entity index and operators) and th
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 import zlib
@@ -36,11 +37,13 @@ from bytewax.outputs import Sink
 
 from operators.batch import Batch
 from operators.event import Alert, SourcePosition, format_ts
-from operators.registry import OperatorChain, OperatorSpec
+from operators.registry import OperatorChain, OperatorFailure, OperatorFailuresExceeded, OperatorSpec
 from pipeline.engine.decode import DeadLetter, RecordBatch, decode_batch
 from pipeline.engine.metrics import Metrics, observe_many
 from pipeline.engine.placement import PartitionShards
 from pipeline.engine.sinks import SINK_PARTITION, KafkaTopicSink
+
+log = logging.getLogger("vigil")
 
 STATE_REPORT_SECONDS = 1.0  # how often a shard refreshes vigil_operator_state_bytes
 
@@ -125,18 +128,45 @@ class EntityLimits:
     ttl_ms: int = 0
 
 
-class ShardLogic(StatefulBatchLogic[Batch, "Alert | ScoredEvent", dict]):
+def failed_rows(batch: Batch, failure: OperatorFailure) -> list[DeadLetter]:
+    """The rows no operator finished, as dead letters (reason ``operator_error``). The payload is the event as the
+    operators saw it (key, event time, the fields they read); the original bytes stay at the source position."""
+    columns = {**batch.numeric, **batch.text_columns}
+    detail = f"{failure.operator}: {type(failure.error).__name__}: {failure.error}"[:1000]
+    letters = []
+    for row in range(failure.first_row, len(batch)):
+        fields = {name: _plain(values[row]) for name, values in columns.items()}
+        event = {"key": batch.keys[row], "ts": format_ts(int(batch.ts_ms[row])), "fields": fields}
+        letters.append(DeadLetter.of(_JSON.encode(event), "operator_error", detail, batch.source(row)))
+    return letters
+
+
+def _plain(value: Any) -> Any:
+    """A column value as JSON: None for a missing number (NaN) or string."""
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+_JSON = msgspec.json.Encoder()
+
+
+class ShardLogic(StatefulBatchLogic[Batch, "Alert | ScoredEvent | DeadLetter", dict]):
     """One shard: a buffer of pending rows (columnar batches) and the operator chain that owns the shard's entities.
 
-    Emits alerts, and also every event's scores when ``emit_scores`` is set.
+    Emits alerts, and also every event's scores when ``emit_scores`` is set. When an operator raises on a batch
+    (:class:`~operators.registry.OperatorFailure`), the rows it did not finish become dead letters and the shard goes
+    on; ``max_operator_failures`` consecutive failed batches stop the run (:class:`OperatorFailuresExceeded`).
     """
 
     def __init__(self, chain: OperatorChain, batching: Batching, metrics: Metrics, resume: dict | None,
-                 emit_scores: bool = False) -> None:
+                 emit_scores: bool = False, max_operator_failures: int = 10) -> None:
         self.chain = chain
         self.batching = batching
         self.metrics = metrics
         self.emit_scores = emit_scores
+        self.max_operator_failures = max_operator_failures
+        self.consecutive_failures = 0
         self.pending: list[Batch] = []
         self.arrived: list[float] = []  # when each pending part reached the shard (monotonic seconds)
         self.pending_rows = 0
@@ -173,10 +203,35 @@ class ShardLogic(StatefulBatchLogic[Batch, "Alert | ScoredEvent", dict]):
         self.pending_rows -= count
         return Batch.concat(taken)
 
-    def _process(self, batch: Batch) -> list[Alert | ScoredEvent]:
+    def _process(self, batch: Batch) -> list[Alert | ScoredEvent | DeadLetter]:
         self.metrics.batch_size.observe(len(batch))
         observe_many(self.metrics.lag, np.maximum(0.0, (time.time() * 1000 - batch.ts_ms) / 1000))
-        alerts = self.chain.run(batch)
+        try:
+            alerts = self.chain.run(batch)
+        except OperatorFailure as failure:
+            return self._failed(batch, failure)
+        self.consecutive_failures = 0
+        self._count(alerts)
+        return [*alerts, *scored_events(batch)] if self.emit_scores else alerts
+
+    def _failed(self, batch: Batch, failure: OperatorFailure) -> list[Alert | DeadLetter]:
+        self.consecutive_failures += 1
+        letters = failed_rows(batch, failure)
+        self.metrics.operator_failures.labels(failure.operator).inc()
+        self.metrics.invalid.labels("operator_error").inc(len(letters))
+        log.error("operator %r failed on a batch of %d events (%s: %s); %d events went to the dead-letter sink "
+                  "(%d consecutive failed batches in this shard, the run stops at %d)", failure.operator, len(batch),
+                  type(failure.error).__name__, failure.error, len(letters), self.consecutive_failures,
+                  self.max_operator_failures)
+        if self.consecutive_failures >= self.max_operator_failures:
+            raise OperatorFailuresExceeded(
+                f"operator {failure.operator!r} failed on {self.consecutive_failures} consecutive batches "
+                f"(pipeline.max_operator_failures); last error: {type(failure.error).__name__}: {failure.error}"
+            ) from failure.error
+        self._count(failure.alerts)
+        return [*failure.alerts, *letters]
+
+    def _count(self, alerts: list[Alert]) -> None:
         for reason, total in self.chain.entities.evicted.items():
             if total != self.evictions_reported[reason]:
                 self.metrics.entities_evicted.labels(reason).inc(total - self.evictions_reported[reason])
@@ -186,7 +241,6 @@ class ShardLogic(StatefulBatchLogic[Batch, "Alert | ScoredEvent", dict]):
             if alert.kind == "drift":
                 for field in alert.fields:
                     self.metrics.drift.labels(alert.operator, field).inc()
-        return [*alerts, *scored_events(batch)] if self.emit_scores else alerts
 
     def _report_state(self, now: float) -> None:
         # Walking an operator's state is not free (HST counts Python objects): at most once a second.
@@ -248,6 +302,7 @@ def build_flow(
     entities: EntityLimits,
     max_event_bytes: int,
     name: str = "vigil",
+    max_operator_failures: int = 10,
 ) -> Dataflow:
     valid = metrics.events.labels("valid")
     invalid = metrics.events.labels("invalid")
@@ -274,13 +329,16 @@ def build_flow(
 
     def build_shard(resume: dict | None) -> ShardLogic:
         chain = OperatorChain.build(operator_specs, max_entities=entities.max_entities, ttl_ms=entities.ttl_ms)
-        return ShardLogic(chain, batching, metrics, resume, emit_scores=scores_sink is not None)
+        return ShardLogic(chain, batching, metrics, resume, emit_scores=scores_sink is not None,
+                          max_operator_failures=max_operator_failures)
 
     flow = Dataflow(name)
     raw = op.input("source", flow, source)
     decoded = op.flat_map("decode", raw, decode)
     split = op.branch("split_valid", decoded, lambda item: not isinstance(item, DeadLetter))
     results = op.key_rm("drop_shard_key", op.stateful_batch("operators", split.trues, build_shard))
+    failed = op.branch("split_operator_errors", results, lambda item: isinstance(item, DeadLetter))
+    results = failed.falses
     if scores_sink is not None:
         outputs = op.branch("split_scores", results, lambda item: isinstance(item, Alert))
         _output("scores_out", outputs.falses, scores_sink)
@@ -288,7 +346,7 @@ def build_flow(
     if alert_sink is not None:
         _output("alerts_out", results, alert_sink)
     if dead_letter_sink is not None:
-        _output("dead_letters_out", split.falses, dead_letter_sink)
+        _output("dead_letters_out", op.merge("dead_letters", split.falses, failed.trues), dead_letter_sink)
     return flow
 
 

@@ -126,6 +126,8 @@ def _decode_one(raw: bytes, source: SourcePosition, max_bytes: int) -> tuple[Wir
         return DeadLetter.of(raw, _reason_for(str(error)), str(error), source)
     except msgspec.DecodeError as error:
         return DeadLetter.of(raw, "bad_json", str(error), source)
+    except RecursionError:  # msgspec skips an unknown field's value recursively: '{"x":[[[[...' a thousand deep
+        return DeadLetter.of(raw, "bad_json", "JSON is nested too deeply", source)
     if isinstance(wire.ts, datetime):
         ts_ms = epoch_ms(wire.ts)
     else:
@@ -181,7 +183,7 @@ def decode_batch(records: RecordBatch, numeric: Sequence[str], text: Sequence[st
         if len(ts_ms) and not (0 <= ts_ms.min() and ts_ms.max() <= _MAX_TS_MS):
             raise _Irregular
         offsets = records.offsets
-    except (_Irregular, msgspec.ValidationError, msgspec.DecodeError, OverflowError):
+    except (_Irregular, msgspec.ValidationError, msgspec.DecodeError, OverflowError, RecursionError):
         wires, times, kept = [], [], []
         for row, raw in enumerate(payloads):
             result = _decode_one(raw, records.position(row), max_bytes)

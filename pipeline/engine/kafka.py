@@ -6,11 +6,19 @@ plans which offsets each partition covers (start, end, time window) before a run
 
 Secrets (SASL and key passwords) are resolved through :mod:`pipeline.secrets` when the client settings
 are built, as :class:`~pipeline.secrets.Secret` values whose ``repr`` is masked.
+
+librdkafka's own log lines go through Python logging (``vigil.kafka.client``), deduplicated; broker outages
+are logged as state changes by :data:`BROKERS` (unreachable, still unreachable at growing intervals, back).
 """
 from __future__ import annotations
 
 import itertools
 import logging
+import re
+import socket
+import ssl
+import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -30,6 +38,11 @@ T = TypeVar("T")
 
 class BrokerWaitStopped(RuntimeError):
     """Raised when a stop was requested while waiting for the brokers."""
+
+
+class BrokerTLSError(ValueError):
+    """A TLS handshake the client refused (e.g. certificate verify failed): retrying cannot fix it, so it ends the
+    run as a configuration error (the CLI prints it as one line and exits 2)."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +79,9 @@ class KafkaSettings:
             "ssl.key.password": key_password,
         }
         properties.update({key: value for key, value in optional.items() if value})
+        BROKERS.configure(min(10.0, c.retry_max_seconds), c.retry_max_seconds)
+        client_log = LibrdkafkaLog(c.ssl_ca_location)
+        properties.update({"logger": client_log, "error_cb": client_log.error})
         properties.update(getattr(c, role))
         return properties
 
@@ -126,12 +142,42 @@ class KafkaSettings:
             try:
                 return attempt()
             except (KafkaError, OSError, NotReady) as error:
+                self.check_tls()
                 log.warning("could not %s at %s (attempt %d: %s); retrying in %.1f s",
                             what, self.describe(), number, _reason(error), delay)
             if STOP.wait(delay):
                 raise BrokerWaitStopped(f"stopped while trying to {what}")
             delay = min(delay * 2, self.config.retry_max_seconds)
         raise AssertionError("unreachable")  # itertools.count never ends
+
+    def check_tls(self, timeout: float = 3.0) -> None:
+        """With TLS on, try a handshake with each bootstrap server as the clients make it (same CA, client
+        certificate and hostname check); raise :class:`BrokerTLSError` if one is refused. Unreachable servers pass."""
+        c = self.config
+        if not c.security_protocol.endswith("SSL"):
+            return
+        try:
+            context = ssl.create_default_context(cafile=c.ssl_ca_location or None)
+            if c.ssl_certificate_location:
+                context.load_cert_chain(c.ssl_certificate_location, c.ssl_key_location or None, self._secrets()[1])
+        except (OSError, ValueError):
+            return  # unreadable files: the clients' own errors (and the config check) say so
+        for server in c.bootstrap_servers:
+            host, _, port = server.rpartition(":")
+            host = host.strip("[]")
+            try:
+                with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+                    context.wrap_socket(sock, server_hostname=host).close()
+            except ssl.SSLError as error:
+                reason = (f"certificate verify failed: {error.verify_message}"
+                          if isinstance(error, ssl.SSLCertVerificationError) else error.reason or str(error))
+                raise BrokerTLSError(f"TLS handshake with {server} failed: {reason} ({_ca_note(c.ssl_ca_location)})") from None
+            except (OSError, ValueError):
+                continue  # not reachable (or not a host:port): the retry loop reports it
+
+
+def _ca_note(ca_location: str) -> str:
+    return f"ssl_ca_location={ca_location}" if ca_location else "ssl_ca_location unset: the system CA store"
 
 
 class NotReady(Exception):
@@ -149,6 +195,149 @@ def quiet_client_logs(level: int) -> None:
     even then not its own DEBUG level, whose protocol traces hold raw request bytes (a SASL PLAIN
     request carries the password)."""
     logging.getLogger("kafka").setLevel(logging.INFO if level <= logging.DEBUG else logging.CRITICAL)
+
+
+# ---- librdkafka logs and broker outages ----
+
+
+class BrokerHealth:
+    """Broker outages seen by this process's librdkafka clients, logged as state changes.
+
+    A failed connect reported by any client marks its broker (host:port) unreachable: one WARNING. While it
+    lasts a watcher thread tries a TCP connect every second and logs "still unreachable" at growing intervals
+    (``first``, doubling up to ``most`` seconds); the first connect that succeeds logs one INFO with the
+    outage's length. :meth:`up` feeds the ``vigil_broker_up`` gauge.
+    """
+
+    def __init__(self, first: float = 10.0, most: float = 30.0, probe_every: float = 1.0) -> None:
+        self.first, self.most, self.probe_every = first, most, probe_every
+        self._down: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._watcher: threading.Thread | None = None
+
+    def configure(self, first: float, most: float) -> None:
+        self.first, self.most = first, max(first, most)
+
+    def up(self) -> int:
+        """1 unless a broker is unreachable now."""
+        return 0 if self._down else 1
+
+    def unreachable(self, broker: str, reason: str) -> None:
+        with self._lock:
+            if broker in self._down:
+                return
+            now = time.monotonic()
+            self._down[broker] = {"since": now, "next": now + self.first, "interval": self.first, "reason": reason}
+            log.warning("broker %s unreachable (%s); the clients keep retrying", broker, reason)
+            if self._watcher is None or not self._watcher.is_alive():
+                self._watcher = threading.Thread(target=self._watch, name="vigil-broker-watch", daemon=True)
+                self._watcher.start()
+
+    def _watch(self) -> None:
+        while True:
+            with self._lock:
+                outages = dict(self._down)
+                if not outages:
+                    self._watcher = None
+                    return
+            for broker, outage in outages.items():
+                now = time.monotonic()
+                if _reachable(broker):
+                    with self._lock:
+                        self._down.pop(broker, None)
+                    log.info("broker %s is back after %.0f s", broker, now - outage["since"])
+                elif now >= outage["next"]:
+                    outage["interval"] = min(outage["interval"] * 2, self.most)
+                    outage["next"] = now + outage["interval"]
+                    log.warning("broker %s still unreachable for %.0f s (%s)", broker, now - outage["since"],
+                                outage["reason"])
+            time.sleep(self.probe_every)
+
+
+def _reachable(broker: str) -> bool:
+    host, _, port = broker.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=1.0).close()
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+BROKERS = BrokerHealth()
+
+# "[thrd:...]: ssl://127.0.0.1:9092/1: Connect to ipv4#127.0.0.1:9092 failed: Connection refused (after 0ms in state CONNECT)"
+_LINE = re.compile(r"^(?:\[thrd:.*?\]: )?(?:(?:\w+://)?(?P<broker>\[[^\]]+\]:\d+|[^\s/:]+:\d+)/\S+: )?(?P<text>.*)$", re.S)
+_AFTER = re.compile(r" \(after \d+ms[^)]*\)")
+_CONNECT_FAILED = re.compile(r"(?:Connect to \S+ failed|Failed to resolve '[^']*'): (?P<why>[^(]*?)\s*(?:\(|$)"
+                             r"|(?P<timeout>Connection setup timed out)")
+# Connection churn that BrokerHealth reports as state changes; librdkafka's own lines about it go to DEBUG.
+_CONNECTIVITY = re.compile(r"Connect to \S+ failed|Disconnected|brokers are down|Connection refused|Receive failed"
+                           r"|Send failed|Failed to resolve|Broker transport failure|Connection setup timed out")
+
+
+class LibrdkafkaLog(logging.Logger):
+    """The ``logger`` (and, with :meth:`error`, the ``error_cb``) of Vigil's librdkafka clients.
+
+    Lines come to Python logging as ``vigil.kafka.client``, a repeat of a line (any client, any broker thread)
+    at most once a minute with its count; connection failures feed :data:`BROKERS` instead; a refused TLS
+    handshake becomes one clear line.
+    """
+
+    REPEAT_SECONDS = 60.0
+    _seen: dict[tuple, list] = {}
+    _seen_lock = threading.Lock()
+
+    def __init__(self, ca_location: str = "") -> None:
+        super().__init__("vigil.kafka.client")
+        self.ca_location = ca_location
+        self.out = logging.getLogger("vigil.kafka.client")
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        """librdkafka calls ``log(level, "%s [%s] %s", facility, client name, text)``."""
+        facility, text = (args[0], args[2]) if len(args) == 3 else ("", msg % args if args else str(msg))
+        self.librdkafka(level, str(facility), str(text))
+
+    def librdkafka(self, level: int, facility: str, text: str) -> None:
+        match = _LINE.match(text)
+        broker, text = match["broker"], _AFTER.sub("", match["text"]).strip()
+        if "SSL handshake failed" in text or "certificate verify failed" in text:
+            reason = "certificate verify failed" if "certificate verify failed" in text else text
+            self._once(logging.ERROR, ("tls", broker, self.ca_location),
+                       f"TLS handshake with {broker or 'a broker'} failed: {reason} ({_ca_note(self.ca_location)})")
+            return
+        failed = _CONNECT_FAILED.search(text)
+        if broker and failed:
+            BROKERS.unreachable(broker, failed["why"] or (failed["timeout"] or "connect failed").lower())
+        if _CONNECTIVITY.search(text) and "SASL" not in text and "uthenticat" not in text:
+            level = logging.DEBUG  # BROKERS reports it; authentication failures keep their level
+        self._once(level, (facility, broker, text), f"librdkafka {facility}: {broker + ': ' if broker else ''}{text}")
+
+    def error(self, error: Any, *args: Any, **kwargs: Any) -> None:
+        """``error_cb``: client-wide errors (all brokers down, transport, authentication...)."""
+        if not hasattr(error, "str"):  # called as Logger.error
+            return super().error(error, *args, **kwargs)
+        self.librdkafka(logging.ERROR if error.fatal() else logging.WARNING, error.name(), error.str())
+
+    def _once(self, level: int, key: tuple, line: str) -> None:
+        if not self.out.isEnabledFor(level):
+            return
+        now = time.monotonic()
+        with self._seen_lock:
+            seen = self._seen.get(key)
+            if seen is not None and now - seen[0] < self.REPEAT_SECONDS:
+                seen[1] += 1
+                return
+            repeats = f" (repeated {seen[1]} times in the last {now - seen[0]:.0f} s)" if seen and seen[1] else ""
+            self._seen[key] = [now, 0]
+            if len(self._seen) > 1000:
+                self._seen.clear()
+        self.out.log(level, "%s%s", line, repeats)
+
+    def __reduce__(self):
+        return LibrdkafkaLog, (self.ca_location,)
+
+    def __repr__(self) -> str:
+        return "<LibrdkafkaLog vigil.kafka.client>"
 
 
 # ---- planning ----

@@ -61,6 +61,9 @@ class Metrics:
         )
         self.alerts = Counter("vigil_alerts_total", "Alerts emitted.", ["operator", "severity"], registry=r)
         self.drift = Counter("vigil_drift_total", "Drift alarms, per watched field.", ["operator", "field"], registry=r)
+        self.operator_failures = Counter(
+            "vigil_operator_failures_total", "Batches on which an operator raised (their unfinished events were "
+            "dead-lettered with reason operator_error).", ["operator"], registry=r)
         self.lag = Histogram(
             "vigil_event_lag_seconds", "Processing time minus event time.", buckets=LAG_BUCKETS, registry=r
         )
@@ -103,6 +106,12 @@ class Metrics:
         self._live_entities: dict[int, int] = {}
         self.build = Info("vigil_build", "Vigil build information.", registry=r)
         self.build.info({"version": _version()})
+        # Broker reachability as librdkafka's clients see it (pipeline.engine.kafka.BROKERS); 1 without Kafka.
+        from pipeline.engine.kafka import BROKERS
+
+        self.broker_up = Gauge("vigil_broker_up", "1 while every Kafka broker this process uses is reachable, 0 during "
+                               "an outage.", registry=r)
+        self.broker_up.set_function(BROKERS.up)
         for outcome in ("valid", "invalid"):
             self.events.labels(outcome)
         for reason in REASONS:

@@ -27,10 +27,12 @@ from bytewax.inputs import Source
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
+from operators.registry import OperatorFailuresExceeded
 from pipeline.config import Config, SinkConfig
 from pipeline.engine.dataflow import Batching, EntityLimits, build_flow
 from pipeline.engine.kafka import KafkaSettings, PartitionPlan, plan_live
 from pipeline.engine.metrics import Metrics
+from pipeline.engine.resources import ResourceError, writable_directory
 from pipeline.engine.shutdown import STOP, stop_on_signals
 from pipeline.engine.sinks import alert_message, build_sink, dead_letter_message, keyed_message, sort_by_source
 from pipeline.engine.decode import RecordBatch
@@ -119,8 +121,7 @@ def _recovery(config: Config) -> RecoveryConfig | None:
     directory = config.recovery.directory
     if not directory:
         return None
-    path = Path(directory)
-    path.mkdir(parents=True, exist_ok=True)
+    path = writable_directory(Path(directory), "recovery directory (recovery.directory)")
     if not any(path.glob("part-*.sqlite3")):
         init_db_dir(path, config.recovery.partitions)
         log.info("created recovery store %s with %d partition(s)", path, config.recovery.partitions)
@@ -144,8 +145,7 @@ def run_pipeline(
     cluster: Cluster = Cluster(),
     metrics: Metrics | None = None,
 ) -> RunReport:
-    run_dir = cluster.local_dir(Path(config.run.run_dir))
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = writable_directory(cluster.local_dir(Path(config.run.run_dir)), "run directory (run.run_dir)")
     set_torch_threads(config.pipeline.torch_threads)
     recovery = _recovery(config)
     metrics = metrics or Metrics()
@@ -183,15 +183,22 @@ def run_pipeline(
                                   timedelta(milliseconds=config.pipeline.batch_max_wait_ms)),
                 entities=EntityLimits(config.entities.max_per_shard, round(config.entities.ttl_seconds * 1000)),
                 max_event_bytes=config.pipeline.max_event_bytes,
+                max_operator_failures=config.pipeline.max_operator_failures,
             )
-            cli_main(
-                flow,
-                workers_per_process=cluster.workers,
-                process_id=cluster.process_id,
-                addresses=cluster.addresses,
-                epoch_interval=timedelta(seconds=config.recovery.snapshot_interval_seconds),
-                recovery_config=recovery,
-            )
+            try:
+                cli_main(
+                    flow,
+                    workers_per_process=cluster.workers,
+                    process_id=cluster.process_id,
+                    addresses=cluster.addresses,
+                    epoch_interval=timedelta(seconds=config.recovery.snapshot_interval_seconds),
+                    recovery_config=recovery,
+                )
+            except Exception as error:  # Bytewax wraps a step's exception: say the reason, not its traceback
+                stopping = OperatorFailuresExceeded.within(error) or ResourceError.within(error)
+                if stopping is None:
+                    raise
+                raise stopping from None
             stopped = stop.is_set()
     finally:
         metrics.detach_kernels()

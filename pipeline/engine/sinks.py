@@ -42,12 +42,18 @@ class _LinesPartition(StatelessSinkPartition[Any]):
     def write_batch(self, items: list[Any]) -> None:
         if items:
             # One write per batch: appends of whole lines stay intact with several workers.
-            self.handle.write(b"".join(_encoder.encode(item) + b"\n" for item in items))
-            self.handle.flush()
+            try:
+                self.handle.write(b"".join(_encoder.encode(item) + b"\n" for item in items))
+                self.handle.flush()
+            except OSError as error:  # a buffered write's error does not say which file: name it
+                raise OSError(error.errno, error.strerror, getattr(self.handle, "name", None)) from error
 
     def close(self) -> None:
         if self.owns_handle:
-            self.handle.close()
+            try:
+                self.handle.close()
+            except OSError:  # the same failed write, already raised by write_batch: raising again would abort Bytewax
+                pass
 
 
 class JsonLinesFileSink(DynamicSink[Any]):

@@ -1,0 +1,44 @@
+"""What a run needs from the file system: writable directories, and one clear error when a write fails.
+
+A run directory or recovery directory that cannot be created or written stops the run before it starts, with the
+path and the reason. A write that fails during the run (a full disk: ``ENOSPC``) stops it with the file's path; the
+recovery store is SQLite, whose transactions are atomic, so it holds the last complete snapshot and a restart
+resumes from there.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+class ResourceError(RuntimeError):
+    """A directory or file the run needs cannot be written (permissions, a full disk, a read-only mount)."""
+
+    @staticmethod
+    def within(error: BaseException) -> ResourceError | None:
+        """A ResourceError for the first OSError in ``error``'s chain (Bytewax wraps a step's exception), if any."""
+        seen = set()
+        while error is not None and id(error) not in seen:
+            if isinstance(error, OSError):
+                where = f"{error.filename}: " if error.filename else ""
+                return ResourceError(f"cannot write {where}{error.strerror or error} (errno {error.errno}); the run "
+                                     "stopped. Make room or fix the path and start it again: with a recovery "
+                                     "directory it resumes from the last snapshot")
+            seen.add(id(error))
+            error = error.__cause__ or error.__context__
+        return None
+
+
+def writable_directory(path: Path, what: str) -> Path:
+    """Create ``path`` if needed and prove it writable (a probe file written, synced and removed), or say which."""
+    probe = path / ".vigil-write-probe"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as handle:
+            handle.write(b"probe")
+            handle.flush()
+            os.fsync(handle.fileno())
+        probe.unlink()
+    except OSError as error:
+        raise ResourceError(f"the {what} {path} is not writable: {error.strerror or error}") from None
+    return path
