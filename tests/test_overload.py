@@ -3,11 +3,11 @@ times its capacity keeps its resident memory bounded, shows the growing lag in i
 producer stops.
 
 Vigil runs one ``knn_rshash`` operator (about 24,000 events/s here), so that a Python producer at 80,000 events/s
-outruns it (3x). The run keeps Vigil's defaults, which bound librdkafka's read-ahead per partition
+outruns it (3x). The run bounds librdkafka's read-ahead per partition through the ``[kafka] consumer`` table
 (``queued.min.messages`` = 10,000, ``queued.max.messages.kbytes`` = 8,192, ``fetch.max.bytes`` = 1 MiB; Vigil runs one
-consumer per partition, ``pipeline/engine/kafka_source.py``). With librdkafka's own defaults the read-ahead is bounded
-too, but its plateau (about 260 MiB with 4 partitions in bench/results/overload.md) is above what a 10 s overload
-reaches, so the test could not tell a bound from a leak.
+consumer per partition), as the README's Kafka section suggests for memory-tight deployments. With librdkafka's
+defaults the read-ahead is bounded too, but its plateau (about 260 MiB with 4 partitions in bench/results/overload.md)
+is above what a 10 s overload reaches, so the short test could not tell a bound from a leak.
 """
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ def test_overload_keeps_memory_bounded_shows_lag_and_catches_up(tmp_path):
     out = tmp_path / "overload.json"
     subprocess.run([sys.executable, "bench/bench_overload.py", "--rate", "80000", "--warmup-rate", "2000",
                     "--warmup", "4", "--overload", "10", "--catchup", "40", "--json", str(out), "--out",
-                    str(tmp_path / "overload.md")],
+                    str(tmp_path / "overload.md"), "--consumer", "queued.min.messages=10000",
+                    "--consumer", "queued.max.messages.kbytes=8192", "--consumer", "fetch.max.bytes=1048576"],
                    cwd=REPO, check=True, capture_output=True, timeout=110)
     result = json.loads(out.read_text())
     s, samples = result["summary"], result["samples"]

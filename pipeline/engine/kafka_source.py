@@ -48,12 +48,6 @@ class _PlannedPartition(_KafkaSourcePartition):
         self.lag_messages = source.metrics.consumer_lag_messages.labels(plan.topic, str(plan.partition))
         self.lag_seconds = source.metrics.consumer_lag_seconds.labels(plan.topic, str(plan.partition))
         config = {
-            # Bounded read-ahead per partition (librdkafka's defaults hold up to 100,000 messages or 64 MiB each):
-            # an overloaded run's memory stays flat while the backlog waits in the broker
-            # (bench/bench_overload.py). The [kafka] consumer table overrides these.
-            "queued.min.messages": 10 * source.batch_size,
-            "queued.max.messages.kbytes": 8192,
-            "fetch.max.bytes": 1 << 20,
             **source.config,
             "group.id": source.group_id or "vigil-positions-in-recovery-store",
             "enable.auto.commit": False,
