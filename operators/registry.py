@@ -88,17 +88,6 @@ class OperatorFailure(Exception):
 class OperatorFailuresExceeded(RuntimeError):
     """A shard's operators failed on too many consecutive batches: the run stops rather than dead-letter everything."""
 
-    @staticmethod
-    def within(error: BaseException) -> OperatorFailuresExceeded | None:
-        """This error or the one it wraps (Bytewax wraps a step's exception in its own), if any."""
-        seen = set()
-        while error is not None and id(error) not in seen:
-            if isinstance(error, OperatorFailuresExceeded):
-                return error
-            seen.add(id(error))
-            error = error.__cause__ or error.__context__
-        return None
-
 
 class OperatorChain(Stateful):
     """The operators of one shard and its entity index, run in configuration order over each batch.

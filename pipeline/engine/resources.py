@@ -8,7 +8,18 @@ resumes from there.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+
+
+def exception_chain(error: BaseException | None) -> Iterator[BaseException]:
+    """``error`` and the exceptions it wraps (``__cause__``, else ``__context__``): Bytewax wraps a step's exception in
+    its own, so what stopped a run is found down this chain."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
 
 
 class ResourceError(RuntimeError):
@@ -16,16 +27,13 @@ class ResourceError(RuntimeError):
 
     @staticmethod
     def within(error: BaseException) -> ResourceError | None:
-        """A ResourceError for the first OSError in ``error``'s chain (Bytewax wraps a step's exception), if any."""
-        seen = set()
-        while error is not None and id(error) not in seen:
-            if isinstance(error, OSError):
-                where = f"{error.filename}: " if error.filename else ""
-                return ResourceError(f"cannot write {where}{error.strerror or error} (errno {error.errno}); the run "
+        """A ResourceError for the first OSError in ``error``'s chain, if any."""
+        for link in exception_chain(error):
+            if isinstance(link, OSError):
+                where = f"{link.filename}: " if link.filename else ""
+                return ResourceError(f"cannot write {where}{link.strerror or link} (errno {link.errno}); the run "
                                      "stopped. Make room or fix the path and start it again: with a recovery "
                                      "directory it resumes from the last snapshot")
-            seen.add(id(error))
-            error = error.__cause__ or error.__context__
         return None
 
 

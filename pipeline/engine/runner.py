@@ -32,7 +32,7 @@ from pipeline.config import Config, SinkConfig
 from pipeline.engine.dataflow import Batching, EntityLimits, build_flow
 from pipeline.engine.kafka import KafkaSettings, PartitionPlan, plan_live
 from pipeline.engine.metrics import Metrics
-from pipeline.engine.resources import ResourceError, writable_directory
+from pipeline.engine.resources import ResourceError, exception_chain, writable_directory
 from pipeline.engine.shutdown import STOP, stop_on_signals
 from pipeline.engine.sinks import alert_message, build_sink, dead_letter_message, keyed_message, sort_by_source
 from pipeline.engine.decode import RecordBatch
@@ -195,7 +195,8 @@ def run_pipeline(
                     recovery_config=recovery,
                 )
             except Exception as error:  # Bytewax wraps a step's exception: say the reason, not its traceback
-                stopping = OperatorFailuresExceeded.within(error) or ResourceError.within(error)
+                stopping = (next((e for e in exception_chain(error) if isinstance(e, OperatorFailuresExceeded)), None)
+                            or ResourceError.within(error))
                 if stopping is None:
                     raise
                 raise stopping from None
