@@ -155,11 +155,13 @@ class KnnDistance(Stateful):
             _mean_knn(segment / scale, self.ring[:filled] / scale, latest, self.seen, self.window, self.k, chained, out)
         return out
 
-    def _block_end(self) -> int:
-        """The row count at which the current block ends: the next power of two up to ``block``, then multiples."""
-        if self.seen < self.block:
-            return min(1 << self.seen.bit_length(), self.block)
-        return (self.seen // self.block + 1) * self.block
+    def _block_end(self, seen: int | None = None) -> int:
+        """The row count at which the block holding row ``seen`` (default: the next row) ends: the next power of two
+        up to ``block``, then multiples."""
+        seen = self.seen if seen is None else seen
+        if seen < self.block:
+            return min(1 << seen.bit_length(), self.block)
+        return (seen // self.block + 1) * self.block
 
     def _learn(self, segment: np.ndarray) -> None:
         end = self._block_end()

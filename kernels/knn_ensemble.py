@@ -129,7 +129,7 @@ class KnnSubspaceEnsemble(KnnDistance):
 
     def _rebuild_if_due(self) -> None:
         """Rebuild at the first block end on or after ``grid_due``: block ends depend on the row count alone."""
-        at_block_end = self.seen % self.block == 0 or (self.seen < self.block and self.seen & (self.seen - 1) == 0)
+        at_block_end = self.seen == 0 or self._block_end(self.seen - 1) == self.seen
         if self.seen < self.grid_due or not at_block_end:
             return
         self.grids.reset(self._window_rows())

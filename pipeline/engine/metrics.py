@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from kernels import profiling
 from operators.base import Operator
 from pipeline.engine.decode import REASONS
+from pipeline.engine.kafka import BROKERS
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 # Event lag spans live consumption (milliseconds) to replays of history (days to a year).
@@ -107,8 +108,6 @@ class Metrics:
         self.build = Info("vigil_build", "Vigil build information.", registry=r)
         self.build.info({"version": _version()})
         # Broker reachability as librdkafka's clients see it (pipeline.engine.kafka.BROKERS); 1 without Kafka.
-        from pipeline.engine.kafka import BROKERS
-
         self.broker_up = Gauge("vigil_broker_up", "1 while every Kafka broker this process uses is reachable, 0 during "
                                "an outage.", registry=r)
         self.broker_up.set_function(BROKERS.up)
