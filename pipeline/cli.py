@@ -12,7 +12,7 @@ from pathlib import Path
 from pipeline.config import DEFAULT_CONFIG, ConfigError, ConfigIssue, load_config
 from pipeline.evaluation.score import DETECTORS as SCORE_DETECTORS
 from operators.registry import OperatorFailuresExceeded
-from pipeline.engine.kafka import BrokerWaitStopped, quiet_client_logs
+from pipeline.engine.kafka import BrokerWaitStopped, DeliveryError, quiet_client_logs
 from pipeline.engine.resources import ResourceError
 
 # The keys of pipeline.evaluation.tabular.DETECTORS, whose module imports torch: a test keeps the two equal.
@@ -271,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokerWaitStopped as error:
         log.info("%s", error)
         return 0
-    except OperatorFailuresExceeded as error:
+    except (OperatorFailuresExceeded, DeliveryError) as error:
         log.error("stopping: %s", error)
         return 1
     except ResourceError as error:

@@ -1,9 +1,13 @@
 """Shared pieces of the Kafka tests: topics, a producer, configs and waiting on offsets."""
 from __future__ import annotations
 
+import collections
+import contextlib
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -12,6 +16,7 @@ from kafka import TopicPartition
 
 from operators.event import SourcePosition
 from pipeline.config import KafkaConfig
+from pipeline.demo.broker import EmbeddedBroker, free_port
 from pipeline.demo.synthetic import SyntheticRecord, SyntheticStream
 from pipeline.engine.decode import DeadLetter, decode_event
 from pipeline.engine.kafka import KafkaSettings, create_topics, end_offsets, read_topic
@@ -107,6 +112,25 @@ def position_of(value: bytes) -> tuple[str, int, int]:
     return source["topic"], source["partition"], source["offset"]
 
 
+def assert_every_offset_reached_the_outputs(bootstrap: str, topics: dict[str, str], end: dict[int, int]) -> None:
+    """Every input offset up to ``end`` is in the scores (valid events) or the dead letters."""
+    seen = [position_of(r.value) for r in read_topic(settings(bootstrap), topics["scores"])]
+    seen += [(h["vigil-source-topic"], int(h["vigil-source-partition"]), int(h["vigil-source-offset"]))
+             for h in ({n: v.decode() for n, v in r.headers} for r in read_topic(settings(bootstrap), topics["dead_letters"]))]
+    expected = {(topics["events"], p, o) for p, n in end.items() for o in range(n)}
+    missing = expected - set(seen)
+    assert not missing and set(seen) <= expected, f"{len(missing)} input offsets missing, e.g. {sorted(missing)[:5]}"
+
+
+def assert_duplicates_keep_their_ids(bootstrap: str, topic: str) -> None:
+    """Alerts written twice (re-emitted after a resume) are byte-identical to their first copy, id included."""
+    copies = collections.defaultdict(set)
+    for record in read_topic(settings(bootstrap), topic):
+        alert = msgspec.json.decode(record.value)
+        copies[(position_of(record.value), alert["operator"])].add(record.value)
+    assert copies and all(len(variants) == 1 for variants in copies.values())
+
+
 def committed(bootstrap: str, group: str, topic: str) -> dict[int, int | None]:
     from kafka import KafkaConsumer
 
@@ -136,6 +160,40 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval:
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@contextlib.contextmanager
+def durable_broker(directory: Path) -> Iterator[EmbeddedBroker]:
+    """A started Tansu that keeps topics and offsets in S3 (``moto_server`` on a loopback port), so it can be stopped
+    and started again, on the same port, without losing them."""
+    import boto3
+
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    credentials = {"AWS_ACCESS_KEY_ID": "vigil-test", "AWS_SECRET_ACCESS_KEY": "vigil-test",
+                   "AWS_DEFAULT_REGION": "us-east-1"}
+    s3 = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                          stdout=open(directory / "moto.log", "wb"), stderr=subprocess.STDOUT)
+    try:
+        client = boto3.client("s3", endpoint_url=endpoint, region_name=credentials["AWS_DEFAULT_REGION"],
+                              aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
+                              aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"])
+
+        def bucket_made() -> bool:
+            try:
+                client.create_bucket(Bucket="tansu")
+                return True
+            except Exception:  # noqa: BLE001 - the server is still starting (connection refused)
+                return False
+
+        wait_for(bucket_made, 30, f"moto_server on {endpoint}")
+        broker = EmbeddedBroker(log_path=directory / "tansu.log", storage_engine="s3://tansu/",
+                                environment={**credentials, "AWS_ENDPOINT": endpoint, "AWS_ALLOW_HTTP": "true"})
+        with broker:
+            yield broker
+    finally:
+        s3.terminate()
+        s3.wait(10)
 
 
 def tls_settings(bootstrap: str, ca_location: str = "") -> KafkaSettings:

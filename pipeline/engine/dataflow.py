@@ -41,6 +41,7 @@ from operators.registry import OperatorChain, OperatorFailure, OperatorFailuresE
 from pipeline.engine.decode import DeadLetter, RecordBatch, decode_batch
 from pipeline.engine.metrics import Metrics, observe_many
 from pipeline.engine.placement import PartitionShards
+from pipeline.engine.shutdown import FAILED
 from pipeline.engine.sinks import SINK_PARTITION, KafkaTopicSink
 
 log = logging.getLogger("vigil")
@@ -224,6 +225,7 @@ class ShardLogic(StatefulBatchLogic[Batch, "Alert | ScoredEvent | DeadLetter", d
                   type(failure.error).__name__, failure.error, len(letters), self.consecutive_failures,
                   self.max_operator_failures)
         if self.consecutive_failures >= self.max_operator_failures:
+            FAILED.set()
             raise OperatorFailuresExceeded(
                 f"operator {failure.operator!r} failed on {self.consecutive_failures} consecutive batches "
                 f"(pipeline.max_operator_failures); last error: {type(failure.error).__name__}: {failure.error}"

@@ -40,6 +40,12 @@ class BrokerWaitStopped(RuntimeError):
     """Raised when a stop was requested while waiting for the brokers."""
 
 
+class DeliveryError(RuntimeError):
+    """The broker did not take a record within librdkafka's ``message.timeout.ms`` (retries included; 5 minutes unless
+    ``[kafka.producer]`` says otherwise): the run stops rather than drop it. Nothing written after the last snapshot
+    counts as done, so a restart with the same recovery directory writes it again."""
+
+
 class BrokerTLSError(ValueError):
     """A TLS handshake the client refused (e.g. certificate verify failed): retrying cannot fix it, so it ends the
     run as a configuration error (the CLI prints it as one line and exits 2)."""
@@ -203,7 +209,8 @@ def quiet_client_logs(level: int) -> None:
 class BrokerHealth:
     """Broker outages seen by this process's librdkafka clients, logged as state changes.
 
-    A failed connect reported by any client marks its broker (host:port) unreachable: one WARNING. While it
+    A failed connect reported by any client, and confirmed by one of our own, marks its broker (host:port)
+    unreachable: one WARNING. While it
     lasts a watcher thread tries a TCP connect every second and logs "still unreachable" at growing intervals
     (``first``, doubling up to ``most`` seconds); the first connect that succeeds logs one INFO with the
     outage's length. :meth:`up` feeds the ``vigil_broker_up`` gauge.
@@ -223,6 +230,13 @@ class BrokerHealth:
         return 0 if self._down else 1
 
     def unreachable(self, broker: str, reason: str) -> None:
+        with self._lock:
+            if broker in self._down:
+                return
+        # A client's log reaches Python when the client is next polled, so a failed connect from just before the
+        # broker came back can arrive after "is back": believe it only if a connect fails now too.
+        if _reachable(broker):
+            return
         with self._lock:
             if broker in self._down:
                 return

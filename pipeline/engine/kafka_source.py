@@ -29,8 +29,9 @@ from bytewax.inputs import FixedPartitionedSource
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from pipeline.engine.decode import RecordBatch
-from pipeline.engine.kafka import PartitionPlan
+from pipeline.engine.kafka import BROKERS, PartitionPlan
 from pipeline.engine.metrics import Metrics
+from pipeline.engine.shutdown import FAILED
 
 log = logging.getLogger("vigil.kafka")
 
@@ -123,15 +124,18 @@ class _PlannedPartition(_KafkaSourcePartition):
             self._update_lag()
 
     def snapshot(self) -> int:
-        """The resume position; it is also committed to the group, for lag tools."""
-        self._commit(asynchronous=True)
+        """The resume position; it is also committed to the group, for lag tools (while a broker is unreachable, at
+        the first snapshot after it is back: a commit sent meanwhile would only wait out its timeout)."""
+        if BROKERS.up():
+            self._commit(asynchronous=True)
         return self._offset
 
     def close(self) -> None:
-        try:
-            self._commit(asynchronous=False)
-        except KafkaException as error:
-            _log_commit_failure(error, [])
+        if not FAILED.is_set():  # after a failure the read position is ahead of what was written: keep the last commit
+            try:
+                self._commit(asynchronous=False)
+            except KafkaException as error:
+                _log_commit_failure(error, [])
         super().close()
 
     def _commit(self, asynchronous: bool) -> None:

@@ -30,7 +30,7 @@ from bytewax.run import cli_main
 from operators.registry import OperatorFailuresExceeded
 from pipeline.config import Config, SinkConfig
 from pipeline.engine.dataflow import Batching, EntityLimits, build_flow
-from pipeline.engine.kafka import KafkaSettings, PartitionPlan, plan_live
+from pipeline.engine.kafka import DeliveryError, KafkaSettings, PartitionPlan, plan_live
 from pipeline.engine.metrics import Metrics
 from pipeline.engine.resources import ResourceError, exception_chain, writable_directory
 from pipeline.engine.shutdown import STOP, stop_on_signals
@@ -41,6 +41,8 @@ from pipeline.engine.sources import JsonLinesSource
 log = logging.getLogger("vigil")
 
 SINK_ENCODERS = {"alerts": alert_message, "dead_letters": dead_letter_message, "scores": keyed_message}
+# Errors that stop a run on purpose: the CLI says them in one line instead of Bytewax's traceback.
+STOP_REASONS = (OperatorFailuresExceeded, DeliveryError)
 
 
 @dataclass(frozen=True)
@@ -195,7 +197,7 @@ def run_pipeline(
                     recovery_config=recovery,
                 )
             except Exception as error:  # Bytewax wraps a step's exception: say the reason, not its traceback
-                stopping = (next((e for e in exception_chain(error) if isinstance(e, OperatorFailuresExceeded)), None)
+                stopping = (next((e for e in exception_chain(error) if isinstance(e, STOP_REASONS)), None)
                             or ResourceError.within(error))
                 if stopping is None:
                     raise

@@ -30,6 +30,8 @@ from confluent_kafka import Producer
 
 from operators.event import Alert, SourcePosition, parse_ts_ms
 from pipeline.engine.decode import DeadLetter
+from pipeline.engine.kafka import DeliveryError
+from pipeline.engine.shutdown import FAILED
 
 _encoder = msgspec.json.Encoder()
 
@@ -46,6 +48,7 @@ class _LinesPartition(StatelessSinkPartition[Any]):
                 self.handle.write(b"".join(_encoder.encode(item) + b"\n" for item in items))
                 self.handle.flush()
             except OSError as error:  # a buffered write's error does not say which file: name it
+                FAILED.set()
                 raise OSError(error.errno, error.strerror, getattr(self.handle, "name", None)) from error
 
     def close(self) -> None:
@@ -70,15 +73,6 @@ class JsonLinesFileSink(DynamicSink[Any]):
 class JsonLinesStdoutSink(DynamicSink[Any]):
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _LinesPartition:
         return _LinesPartition(sys.stdout.buffer, owns_handle=False)
-
-
-class DeliveryError(RuntimeError):
-    """The broker did not take a record after librdkafka's retries; the run stops rather than lose it."""
-
-
-def _raise_on_failed_delivery(error: Any, message: Any) -> None:
-    if error is not None:
-        raise DeliveryError(f"could not deliver a record to {message.topic()}: {error}")
 
 
 def alert_message(alert: Alert) -> KafkaSinkMessage:
@@ -108,9 +102,19 @@ class _ProducerPartition(StatefulSinkPartition[Any, None]):
     """Produces records asynchronously; ``snapshot`` waits until the broker acknowledged every one of them."""
 
     def __init__(self, topic: str, config: dict[str, Any], encode: Callable[[Any], KafkaSinkMessage]) -> None:
-        self.producer = Producer({**config, "on_delivery": _raise_on_failed_delivery})
+        self.producer = Producer({**config, "on_delivery": self._raise_on_failed_delivery})
         self.topic = topic
         self.encode = encode
+        self.failure: DeliveryError | None = None
+
+    def _raise_on_failed_delivery(self, error: Any, message: Any) -> None:
+        if error is not None and self.failure is None:  # the first failure stops the run; the rest are the same stop
+            self.failure = DeliveryError(
+                f"could not deliver a record to topic {message.topic()} ({error.str()}); the run stops rather than drop "
+                "it. Start it again once the broker takes writes: with a recovery directory it resumes from the last "
+                "snapshot and writes the undelivered records again")
+            FAILED.set()
+            raise self.failure
 
     def write_batch(self, items: list[Any]) -> None:
         produce = self.producer.produce
@@ -129,7 +133,10 @@ class _ProducerPartition(StatefulSinkPartition[Any, None]):
         self.producer.flush()  # nothing written before this epoch's snapshot may still be in flight
 
     def close(self) -> None:
-        self.producer.flush()
+        if FAILED.is_set():  # the run is stopping on an error: waiting out the records' timeouts would only delay it
+            self.producer.purge()
+        else:
+            self.producer.flush()
 
 
 class KafkaTopicSink(FixedPartitionedSink[Any, None]):
