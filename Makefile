@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: run test lint browser install install-dev fuzz clean
+.PHONY: run test lint browser prometheus install install-dev fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,13 @@ browser:
 	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
 	  $(APT_CHROMIUM) || { apt-get update -qq && $(APT_CHROMIUM); }
 
-test: lint browser
+# Prometheus and promtool (Debian's package) for the monitoring tests: installed here when missing (as root).
+APT_PROMETHEUS := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+prometheus:
+	@command -v promtool >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+	  $(APT_PROMETHEUS) || { apt-get update -qq && $(APT_PROMETHEUS); }
+
+test: lint browser prometheus
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Coverage-guided fuzzing of the event decoder (atheris, bench/fuzz_decode.py) for 60 s; findings go to runs/fuzz-decode/.

@@ -65,6 +65,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kernels.device import select_device, to_device
+from kernels.profiling import timed
 
 MODES = ("exact", "approximate", "full")
 POINTWISE = (nn.BatchNorm1d, nn.Dropout, nn.Identity, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh,
@@ -302,6 +303,8 @@ class StreamingCNN:
         Let ``exact`` run with a step that is not a multiple of P (its error is then bounded, not zero).
     """
 
+    kernel_name = "streaminnc_step"  # each step's time goes to vigil_kernel_seconds under this name
+
     def __init__(self, features: nn.Module, head: nn.Module, window: int, step: int, mode: str = "exact",
                  streams: int = 1, device: str | torch.device | None = None, allow_misaligned: bool = False) -> None:
         if mode not in MODES:
@@ -415,7 +418,7 @@ class StreamingCNN:
         ``block`` streams, so each stream's arithmetic (and its result, bit for bit) does not depend on how many
         streams step together."""
         x_new = to_device(x_new, self.device, torch.float32)
-        with torch.no_grad():
+        with timed(self.kernel_name, self.device.type), torch.no_grad():
             if slots is None:
                 return self._advance(self.state, x_new)
             index = torch.as_tensor(np.asarray(slots, dtype=np.int64), device=self.device)

@@ -213,6 +213,7 @@ class ShardLogic(StatefulBatchLogic[Batch, "Alert | ScoredEvent | DeadLetter", d
             return self._failed(batch, failure)
         self.consecutive_failures = 0
         self._count(alerts)
+        self.metrics.report_scores(batch.scores)
         return [*alerts, *scored_events(batch)] if self.emit_scores else alerts
 
     def _failed(self, batch: Batch, failure: OperatorFailure) -> list[Alert | DeadLetter]:
@@ -287,7 +288,11 @@ class ShardLogic(StatefulBatchLogic[Batch, "Alert | ScoredEvent | DeadLetter", d
         return self.deadline
 
     def snapshot(self) -> dict[str, Any]:
-        return {"chain": self.chain.snapshot(), "pending": [part.to_plain() for part in self.pending]}
+        started = time.monotonic()
+        state = {"chain": self.chain.snapshot(), "pending": [part.to_plain() for part in self.pending]}
+        self.metrics.snapshot_seconds.observe(time.monotonic() - started)
+        self.metrics.last_snapshot.set(time.time())
+        return state
 
 
 def build_flow(

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from kernels import profiling
 from operators.base import Operator
+from operators.batch import P_VALUE_SUFFIX
 from pipeline.engine.decode import REASONS
 from pipeline.engine.kafka import BROKERS
 
@@ -18,6 +19,10 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 LAG_BUCKETS = (0.01, 0.05, 0.25, 1, 5, 30, 120, 600, 3600, 21600, 86400, 604800, 2592000, 31536000)
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 KERNEL_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+SNAPSHOT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Scores are on each operator's own scale (z-scores, surprises in nats, a CNN's output): wide, mostly positive.
+SCORE_BUCKETS = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0)
+P_VALUE_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 # Families operators report through ``Operator.readings`` / ``combine``: type, help, label names after "operator".
 OPERATOR_FAMILIES: dict[str, tuple[type, str, tuple[str, ...]]] = {
@@ -62,6 +67,12 @@ class Metrics:
         )
         self.alerts = Counter("vigil_alerts_total", "Alerts emitted.", ["operator", "severity"], registry=r)
         self.drift = Counter("vigil_drift_total", "Drift alarms, per watched field.", ["operator", "field"], registry=r)
+        self.scores = Histogram("vigil_score", "Scores an operator published (score:<operator>), on its own scale.",
+                                ["operator"], buckets=SCORE_BUCKETS, registry=r)
+        self.p_values = Histogram(
+            "vigil_score_p_value", "Calibrated p-values of an operator's scores (score:<operator>.p), for the scores in "
+            "its calibration tail (the others are not rare enough to get one).", ["operator"], buckets=P_VALUE_BUCKETS,
+            registry=r)
         self.operator_failures = Counter(
             "vigil_operator_failures_total", "Batches on which an operator raised (their unfinished events were "
             "dead-lettered with reason operator_error).", ["operator"], registry=r)
@@ -96,6 +107,12 @@ class Metrics:
             "over this process's shards.",
             ["operator"], registry=r,
         )
+        self.snapshot_seconds = Histogram(
+            "vigil_snapshot_seconds", "Time to snapshot one shard's state for recovery.", buckets=SNAPSHOT_BUCKETS,
+            registry=r)
+        self.last_snapshot = Gauge(
+            "vigil_last_snapshot_timestamp_seconds", "Unix time of this process's latest state snapshot (one per epoch, "
+            "kept in the recovery store when there is one); 0 before the first.", registry=r)
         self.entities = Gauge("vigil_entities", "Entities with live state, over this process's shards.", registry=r)
         self.entities_evicted = Counter(
             "vigil_entities_evicted_total", "Entities whose state was freed, by rule (ttl: idle too long in event time; "
@@ -117,6 +134,14 @@ class Metrics:
             self.invalid.labels(reason)
         for reason in ("ttl", "capacity"):
             self.entities_evicted.labels(reason)
+
+    def report_scores(self, scores: dict[str, np.ndarray]) -> None:
+        """One batch's published score columns: ``<operator>`` to ``vigil_score``, ``<operator>.p`` to
+        ``vigil_score_p_value``; missing scores (NaN) are left out."""
+        for name, column in scores.items():
+            p_value = name.endswith(P_VALUE_SUFFIX)
+            histogram = self.p_values if p_value else self.scores
+            observe_many(histogram.labels(name.removesuffix(P_VALUE_SUFFIX)), column[np.isfinite(column)])
 
     def report_state_bytes(self, operator: str, shard: int, size: int) -> None:
         """One shard's state size for ``operator``; the gauge shows the sum over shards."""
