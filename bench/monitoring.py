@@ -148,16 +148,21 @@ class MonitoredRun:
 
     def produce(self, records: Iterable[tuple[bytes, bytes, int]], per_second: float = 0.0) -> int:
         """Write (key, value, event time in ms) records to the input topic, paced when ``per_second`` > 0."""
-        producer = Producer({"bootstrap.servers": self.broker.bootstrap, "linger.ms": 5})
-        started, sent = time.monotonic(), 0
-        for key, value, ts_ms in records:
-            producer.produce(self.topic, value, key, timestamp=ts_ms)
-            sent += 1
-            if per_second and sent % 200 == 0:
-                producer.poll(0)
-                time.sleep(max(0.0, started + sent / per_second - time.monotonic()))
-        producer.flush(30)
-        return sent
+        return produce(self.broker.bootstrap, self.topic, records, per_second)
+
+
+def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes, bytes, int]], per_second: float = 0.0) -> int:
+    """Write (key, value, event time in ms) records as a service would, paced when ``per_second`` > 0."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    started, sent = time.monotonic(), 0
+    for key, value, ts_ms in records:
+        producer.produce(topic, value, key, timestamp=ts_ms)
+        sent += 1
+        if per_second and sent % 100 == 0:
+            producer.poll(0)
+            time.sleep(max(0.0, started + sent / per_second - time.monotonic()))
+    producer.flush(30)
+    return sent
 
 
 @contextlib.contextmanager

@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import msgspec
-from confluent_kafka import Producer
 from kafka import TopicPartition
 
 from operators.event import SourcePosition
+from bench.monitoring import produce as produce_records
 from pipeline.config import KafkaConfig
 from pipeline.demo.broker import EmbeddedBroker, free_port
 from pipeline.demo.synthetic import SyntheticRecord, SyntheticStream
@@ -61,16 +61,7 @@ def stream(events: int, bad_rate: float = 0.01, seed: int = 11, entities: int = 
 
 def produce(bootstrap: str, topic: str, records: Iterable[SyntheticRecord], per_second: float = 0.0) -> int:
     """Keyed by entity and stamped with event time, as a service would; paced when ``per_second`` > 0."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
-    started, sent = time.monotonic(), 0
-    for record in records:
-        producer.produce(topic, record.payload, record.key.encode(), timestamp=record.ts_ms)
-        sent += 1
-        if per_second and sent % 100 == 0:
-            producer.poll(0)
-            time.sleep(max(0.0, started + sent / per_second - time.monotonic()))
-    producer.flush(30)
-    return sent
+    return produce_records(bootstrap, topic, ((r.key.encode(), r.payload, r.ts_ms) for r in records), per_second)
 
 
 def write_config(path: Path, bootstrap: str, topics: dict[str, str], *, mode: str = "bounded", group: str = "",

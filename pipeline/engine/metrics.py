@@ -139,8 +139,7 @@ class Metrics:
         """One batch's published score columns: ``<operator>`` to ``vigil_score``, ``<operator>.p`` to
         ``vigil_score_p_value``; missing scores (NaN) are left out."""
         for name, column in scores.items():
-            p_value = name.endswith(P_VALUE_SUFFIX)
-            histogram = self.p_values if p_value else self.scores
+            histogram = self.p_values if name.endswith(P_VALUE_SUFFIX) else self.scores
             observe_many(histogram.labels(name.removesuffix(P_VALUE_SUFFIX)), column[np.isfinite(column)])
 
     def report_state_bytes(self, operator: str, shard: int, size: int) -> None:

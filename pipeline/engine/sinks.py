@@ -105,16 +105,15 @@ class _ProducerPartition(StatefulSinkPartition[Any, None]):
         self.producer = Producer({**config, "on_delivery": self._raise_on_failed_delivery})
         self.topic = topic
         self.encode = encode
-        self.failure: DeliveryError | None = None
 
-    def _raise_on_failed_delivery(self, error: Any, message: Any) -> None:
-        if error is not None and self.failure is None:  # the first failure stops the run; the rest are the same stop
-            self.failure = DeliveryError(
+    @staticmethod
+    def _raise_on_failed_delivery(error: Any, message: Any) -> None:
+        if error is not None and not FAILED.is_set():  # the first failure stops the run; the rest are the same stop
+            FAILED.set()
+            raise DeliveryError(
                 f"could not deliver a record to topic {message.topic()} ({error.str()}); the run stops rather than drop "
                 "it. Start it again once the broker takes writes: with a recovery directory it resumes from the last "
                 "snapshot and writes the undelivered records again")
-            FAILED.set()
-            raise self.failure
 
     def write_batch(self, items: list[Any]) -> None:
         produce = self.producer.produce
