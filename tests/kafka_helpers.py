@@ -103,14 +103,20 @@ def position_of(value: bytes) -> tuple[str, int, int]:
     return source["topic"], source["partition"], source["offset"]
 
 
-def assert_every_offset_reached_the_outputs(bootstrap: str, topics: dict[str, str], end: dict[int, int]) -> None:
-    """Every input offset up to ``end`` is in the scores (valid events) or the dead letters."""
+def assert_every_input_record_reached_the_outputs(bootstrap: str, topics: dict[str, str], written: int) -> None:
+    """Every record in the input topic (at least the ``written`` ones) is in the scores (valid events) or the dead
+    letters.
+
+    The offsets expected are those the topic holds, not ``range(end)``: across a broker restart a producer's retried
+    batch can be in the topic twice, and Tansu's S3 engine can leave offsets that hold no record.
+    """
+    present = {(topics["events"], r.partition, r.offset) for r in read_topic(settings(bootstrap), topics["events"])}
+    assert len(present) >= written, f"the input topic holds {len(present)} records, fewer than the {written} written"
     seen = [position_of(r.value) for r in read_topic(settings(bootstrap), topics["scores"])]
     seen += [(h["vigil-source-topic"], int(h["vigil-source-partition"]), int(h["vigil-source-offset"]))
              for h in ({n: v.decode() for n, v in r.headers} for r in read_topic(settings(bootstrap), topics["dead_letters"]))]
-    expected = {(topics["events"], p, o) for p, n in end.items() for o in range(n)}
-    missing = expected - set(seen)
-    assert not missing and set(seen) <= expected, f"{len(missing)} input offsets missing, e.g. {sorted(missing)[:5]}"
+    missing = present - set(seen)
+    assert not missing and set(seen) <= present, f"{len(missing)} input records missing, e.g. {sorted(missing)[:5]}"
 
 
 def assert_duplicates_keep_their_ids(bootstrap: str, topic: str) -> None:

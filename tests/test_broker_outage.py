@@ -3,13 +3,15 @@ them in S3 on a local ``moto_server``).
 
 An outage shorter than librdkafka's delivery timeout: Vigil logs it as state changes in its own format (no
 traceback, none of librdkafka's raw ``%3|...|FAIL|...`` lines), reports ``vigil_broker_up``, resumes by itself, and
-every input offset reaches the outputs. An output the broker does not take within the delivery timeout: the run
+every input record reaches the outputs. An output the broker does not take within the delivery timeout: the run
 stops with one clear line and a non-zero exit, and a restart loses nothing.
 """
 from __future__ import annotations
 
+import logging
 import re
 import signal
+import socket
 import threading
 import time
 import urllib.request
@@ -17,9 +19,11 @@ import urllib.request
 import pytest
 from conftest import free_port, vigil_process
 from kafka_helpers import (
-    assert_duplicates_keep_their_ids, assert_every_offset_reached_the_outputs, committed, durable_broker, ends,
+    assert_duplicates_keep_their_ids, assert_every_input_record_reached_the_outputs, committed, durable_broker, ends,
     new_topics, produce, stream, wait_for, write_config,
 )
+
+from pipeline.engine.kafka import BrokerHealth
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -68,7 +72,6 @@ def test_an_outage_mid_run_is_logged_as_state_changes_and_loses_nothing(tmp_path
 
             producer.join()
             end = ends(address, topics["events"])
-            assert sum(end.values()) == 12_000
             wait_for(lambda: committed(address, group, topics["events"]) == end, 90, "offsets committed up to the end")
             assert process.poll() is None, log.read_text()
             process.send_signal(signal.SIGTERM)
@@ -77,7 +80,7 @@ def test_an_outage_mid_run_is_logged_as_state_changes_and_loses_nothing(tmp_path
             if process.poll() is None:
                 process.kill()
                 process.wait()
-        assert_every_offset_reached_the_outputs(address, topics, end)
+        assert_every_input_record_reached_the_outputs(address, topics, 12_000)
         assert_duplicates_keep_their_ids(address, topics["alerts"])
 
     lines = log.read_text().splitlines()
@@ -97,6 +100,32 @@ def test_an_outage_mid_run_is_logged_as_state_changes_and_loses_nothing(tmp_path
     client = [line for line in lines if " vigil.kafka.client: " in line]
     assert len(client) <= 10, client
 
+
+
+def test_a_failed_connect_is_an_outage_only_once_the_watcher_confirms_it(caplog):
+    """A client's line about a failed connect to a broker that accepts connections now (stale, or one failure on a
+    loaded host) logs nothing; a broker that keeps refusing is logged unreachable once, then back once."""
+    health = BrokerHealth(first=5.0, most=5.0, probe_every=0.1)
+    listening = socket.create_server(("127.0.0.1", 0))
+    refusing = socket.create_server(("127.0.0.1", 0))
+    alive, dead = (f"127.0.0.1:{s.getsockname()[1]}" for s in (listening, refusing))
+    refusing.close()
+    caplog.set_level(logging.INFO, logger="vigil.kafka")
+    try:
+        health.unreachable(alive, "Connection refused")
+        health.unreachable(dead, "Connection refused")
+        health.unreachable(dead, "Connection refused")  # a second client's line about the same broker
+        assert health.up() == 1  # nothing is confirmed yet, and the clients' thread did not wait on a probe
+        wait_for(lambda: health.up() == 0, 5, "the outage to be confirmed", interval=0.02)
+        restarted = socket.create_server(("127.0.0.1", int(dead.rsplit(":", 1)[1])))
+        wait_for(lambda: health.up() == 1, 5, "the broker to be back", interval=0.02)
+        restarted.close()
+    finally:
+        listening.close()
+    lines = [record.getMessage() for record in caplog.records]
+    assert [line for line in lines if alive in line] == []
+    assert [line.split(" (")[0].split(" after")[0] for line in lines] == [f"broker {dead} unreachable",
+                                                                          f"broker {dead} is back"], lines
 
 def test_an_output_the_broker_never_takes_stops_the_run_and_a_restart_loses_nothing(tmp_path):
     metrics_port = free_port()
@@ -141,5 +170,5 @@ def test_an_output_the_broker_never_takes_stops_the_run_and_a_restart_loses_noth
             if second.poll() is None:
                 second.kill()
                 second.wait()
-        assert_every_offset_reached_the_outputs(address, topics, end)
+        assert_every_input_record_reached_the_outputs(address, topics, 2_000)
         assert_duplicates_keep_their_ids(address, topics["alerts"])

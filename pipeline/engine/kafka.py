@@ -209,15 +209,19 @@ def quiet_client_logs(level: int) -> None:
 class BrokerHealth:
     """Broker outages seen by this process's librdkafka clients, logged as state changes.
 
-    A failed connect reported by any client, and confirmed by one of our own, marks its broker (host:port)
-    unreachable: one WARNING. While it
-    lasts a watcher thread tries a TCP connect every second and logs "still unreachable" at growing intervals
-    (``first``, doubling up to ``most`` seconds); the first connect that succeeds logs one INFO with the
-    outage's length. :meth:`up` feeds the ``vigil_broker_up`` gauge.
+    A failed connect reported by any client makes its broker (host:port) a suspect; a watcher thread then tries
+    its own TCP connect every ``probe_every`` seconds. ``confirmations`` failed connects in a row mark the broker
+    unreachable (one WARNING), while one that succeeds clears the suspect silently: a client's log reaches Python
+    only when the client is next polled, so a failure from just before the broker came back can arrive after it
+    is back, and one connect can fail on a loaded host. While the outage lasts the watcher logs "still
+    unreachable" at growing intervals (``first``, doubling up to ``most`` seconds); the first connect that
+    succeeds logs one INFO with the outage's length. :meth:`up` feeds the ``vigil_broker_up`` gauge. The clients'
+    threads never wait on a probe.
     """
 
-    def __init__(self, first: float = 10.0, most: float = 30.0, probe_every: float = 1.0) -> None:
-        self.first, self.most, self.probe_every = first, most, probe_every
+    def __init__(self, first: float = 10.0, most: float = 30.0, probe_every: float = 1.0, confirmations: int = 2) -> None:
+        self.first, self.most, self.probe_every, self.confirmations = first, most, probe_every, confirmations
+        self._suspects: dict[str, dict[str, Any]] = {}
         self._down: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._watcher: threading.Thread | None = None
@@ -230,42 +234,53 @@ class BrokerHealth:
         return 0 if self._down else 1
 
     def unreachable(self, broker: str, reason: str) -> None:
+        """A client failed to connect to ``broker``: the watcher confirms it before an outage is logged."""
         with self._lock:
-            if broker in self._down:
+            if broker in self._down or broker in self._suspects:
                 return
-        # A client's log reaches Python when the client is next polled, so a failed connect from just before the
-        # broker came back can arrive after "is back": believe it only if a connect fails now too.
-        if _reachable(broker):
-            return
-        with self._lock:
-            if broker in self._down:
-                return
-            now = time.monotonic()
-            self._down[broker] = {"since": now, "next": now + self.first, "interval": self.first, "reason": reason}
-            log.warning("broker %s unreachable (%s); the clients keep retrying", broker, reason)
-            if self._watcher is None or not self._watcher.is_alive():
+            self._suspects[broker] = {"since": time.monotonic(), "failures": 0, "reason": reason}
+            if self._watcher is None:
                 self._watcher = threading.Thread(target=self._watch, name="vigil-broker-watch", daemon=True)
                 self._watcher.start()
 
     def _watch(self) -> None:
         while True:
             with self._lock:
-                outages = dict(self._down)
-                if not outages:
+                if not self._suspects and not self._down:
                     self._watcher = None
                     return
+                suspects, outages = dict(self._suspects), dict(self._down)
+            for broker, suspect in suspects.items():
+                self._confirm(broker, suspect)
             for broker, outage in outages.items():
-                now = time.monotonic()
-                if _reachable(broker):
-                    with self._lock:
-                        self._down.pop(broker, None)
-                    log.info("broker %s is back after %.0f s", broker, now - outage["since"])
-                elif now >= outage["next"]:
-                    outage["interval"] = min(outage["interval"] * 2, self.most)
-                    outage["next"] = now + outage["interval"]
-                    log.warning("broker %s still unreachable for %.0f s (%s)", broker, now - outage["since"],
-                                outage["reason"])
+                self._follow(broker, outage)
             time.sleep(self.probe_every)
+
+    def _confirm(self, broker: str, suspect: dict[str, Any]) -> None:
+        reachable = _reachable(broker)
+        with self._lock:
+            if reachable:
+                del self._suspects[broker]
+                return
+            suspect["failures"] += 1
+            if suspect["failures"] < self.confirmations:
+                return
+            del self._suspects[broker]
+            since = suspect["since"]
+            self._down[broker] = {"since": since, "next": since + self.first, "interval": self.first,
+                                  "reason": suspect["reason"]}
+        log.warning("broker %s unreachable (%s); the clients keep retrying", broker, suspect["reason"])
+
+    def _follow(self, broker: str, outage: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if _reachable(broker):
+            with self._lock:
+                del self._down[broker]
+            log.info("broker %s is back after %.0f s", broker, now - outage["since"])
+        elif now >= outage["next"]:
+            outage["interval"] = min(outage["interval"] * 2, self.most)
+            outage["next"] = now + outage["interval"]
+            log.warning("broker %s still unreachable for %.0f s (%s)", broker, now - outage["since"], outage["reason"])
 
 
 def _reachable(broker: str) -> bool:
