@@ -101,7 +101,6 @@ def test_an_outage_mid_run_is_logged_as_state_changes_and_loses_nothing(tmp_path
     assert len(client) <= 10, client
 
 
-
 def test_a_failed_connect_is_an_outage_only_once_the_watcher_confirms_it(caplog):
     """A client's line about a failed connect to a broker that accepts connections now (stale, or one failure on a
     loaded host) logs nothing; a broker that keeps refusing is logged unreachable once, then back once."""
@@ -126,6 +125,7 @@ def test_a_failed_connect_is_an_outage_only_once_the_watcher_confirms_it(caplog)
     assert [line for line in lines if alive in line] == []
     assert [line.split(" (")[0].split(" after")[0] for line in lines] == [f"broker {dead} unreachable",
                                                                           f"broker {dead} is back"], lines
+
 
 def test_an_output_the_broker_never_takes_stops_the_run_and_a_restart_loses_nothing(tmp_path):
     metrics_port = free_port()

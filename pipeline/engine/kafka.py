@@ -239,7 +239,7 @@ class BrokerHealth:
             if broker in self._down or broker in self._suspects:
                 return
             self._suspects[broker] = {"since": time.monotonic(), "failures": 0, "reason": reason}
-            if self._watcher is None:
+            if self._watcher is None or not self._watcher.is_alive():
                 self._watcher = threading.Thread(target=self._watch, name="vigil-broker-watch", daemon=True)
                 self._watcher.start()
 
