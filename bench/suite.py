@@ -6,11 +6,13 @@ entities with three numeric fields, keyed by entity, into a 4-partition topic) a
 * the decode-and-count ceiling and the usual stack (:mod:`bench.flows`: Bytewax's Kafka source, ``json.loads``,
   a count per key / river ``MinMaxScaler | HalfSpaceTrees`` per key), each in its own process;
 * Vigil's default pipeline (zscore outlier scoring and the trend-CUSUM drift on the three fields), Kafka to an alerts topic,
-  bounded, in one process; the same with two processes (``-i``/``-a``), with partition-local shards
+  bounded, in one process; the same events as flat JSON objects read through a declared ``[source.schema]``;
+  the same with two processes (``-i``/``-a``), with partition-local shards
   (``pipeline.shard_by = "partition"``) and with shards by key; and ``vigil replay --from beginning``;
 * event-to-output latency (p50, p99) at a steady input rate: Vigil tails the topic with every event's scores
   going to a topic, the producer stamps each event with the wall clock, and a consumer notes when its output
   arrives;
+* decode throughput of the same events in Vigil's own format and as flat JSON through the schema decoder;
 * resident memory and snapshot time of the default operators' state for 10,000 and 100,000 entities;
 * kernel micro-benchmarks (robust EWMA, calibrated alerting, the trend CUSUM, ADWIN, Page-Hinkley, the MSS-APRE autoencoder's
   scoring) on the CPU and,
@@ -34,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -48,32 +51,46 @@ PARTITIONS = 4
 START_MS = 1_767_225_600_000
 
 
-def produce(bootstrap: str, topic: str, events: int, entities: int, seed: int = 0) -> None:
-    """Seeded JSON events, keyed by entity, one second of event time apart per entity."""
-    from confluent_kafka import Producer
+# The bench's events in Vigil's own format and as flat JSON objects, read through a declared schema.
+SHAPES = {
+    "vigil": '{{"key":"{key}","ts":{ts},"fields":{{"cpu":{cpu},"latency_ms":{latency},"requests":{requests}}}}}',
+    "flat": '{{"host":"{key}","ts":{ts},"cpu":{cpu},"latency_ms":{latency},"requests":{requests}}}',
+}
+FLAT_SCHEMA = '[source.schema]\npreset = "flat"\nkey = ["host"]\ntime = "ts"\ntime_unit = "ms"\n'
 
+
+def payloads(events: int, entities: int, shape: str = "vigil", seed: int = 0) -> Iterator[tuple[str, str]]:
+    """Seeded (key, JSON event) pairs, one second of event time apart per entity."""
     rng = np.random.default_rng(seed)
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.num.messages": 10_000,
-                         "queue.buffering.max.messages": 2_000_000})
+    template = SHAPES[shape]
     for start in range(0, events, 100_000):
         n = min(100_000, events - start)
         values = rng.normal([50.0, 120.0, 300.0], [5.0, 10.0, 30.0], size=(n, 3)).round(3).tolist()
         for i, (cpu, latency, requests) in enumerate(values):
             index = start + i
             key = f"node-{index % entities:04d}"
-            payload = (f'{{"key":"{key}","ts":{START_MS + index * 1000 // entities},"fields":'
-                       f'{{"cpu":{cpu},"latency_ms":{latency},"requests":{requests}}}}}')
-            while True:
-                try:
-                    producer.produce(topic, payload.encode(), key.encode())
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-        producer.flush()
+            yield key, template.format(key=key, ts=START_MS + index * 1000 // entities, cpu=cpu, latency=latency,
+                                       requests=requests)
+
+
+def produce(bootstrap: str, topic: str, events: int, entities: int, shape: str = "vigil") -> None:
+    """The seeded events of :func:`payloads`, keyed by entity."""
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.num.messages": 10_000,
+                         "queue.buffering.max.messages": 2_000_000})
+    for key, payload in payloads(events, entities, shape):
+        while True:
+            try:
+                producer.produce(topic, payload.encode(), key.encode())
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.flush()
 
 
 def vigil_config(path: Path, bootstrap: str, topic: str, *, mode: str = "bounded", alerts_topic: str = "",
-                 batch_max_wait_ms: int = 50) -> Path:
+                 batch_max_wait_ms: int = 50, schema: str = "") -> Path:
     """Vigil's default operators over ``topic``, alerts to a topic (or, without one, to alerts.jsonl)."""
     alerts = f'type = "kafka"\ntopic = "{alerts_topic}"' if alerts_topic else 'type = "file"\npath = "alerts.jsonl"'
     path.write_text(f"""
@@ -82,6 +99,7 @@ type = "kafka"
 topics = ["{topic}"]
 mode = "{mode}"
 start = "beginning"
+{schema}
 [kafka]
 bootstrap_servers = ["{bootstrap}"]
 commit_offsets = false
@@ -329,6 +347,31 @@ def _autoencoder_rate(device: str, rows: int, repeats: int) -> int:
     return round(rows * repeats / (time.perf_counter() - started))
 
 
+def decoding(events: int = 100_000, batch: int = 1000, repeats: int = 3) -> list[dict]:
+    """Decode throughput of the bench's events in Vigil's own format (its fixed decoder) and as flat JSON through a
+    declared schema, in batches of ``batch`` records as a Kafka read hands them over; the best of ``repeats``."""
+    from pipeline.config import SchemaConfig
+    from pipeline.engine.decode import RecordBatch
+    from pipeline.engine.schema import compile_schema
+
+    schemas = {"vigil": SchemaConfig(), "flat": SchemaConfig(preset="flat", key=["host"], time="ts", time_unit="ms")}
+    rows = []
+    for shape, schema in schemas.items():
+        decoder = compile_schema(schema, list(FIELDS), [])
+        encoded = [payload.encode() for _, payload in payloads(events, 50, shape)]
+        batches = [RecordBatch("bench", 0, np.arange(start, start + batch), encoded[start:start + batch])
+                   for start in range(0, events, batch)]
+        best = float("inf")
+        for _ in range(repeats):
+            started = time.perf_counter()
+            decoded = sum(len(decoder.decode_batch(records, 65536).batch) for records in batches)
+            best = min(best, time.perf_counter() - started)
+        assert decoded == events, (shape, decoded)
+        rows.append({"shape": shape, "events_per_s": round(events / best)})
+    rows[1]["vs_vigil_format"] = round(rows[1]["events_per_s"] / rows[0]["events_per_s"], 3)
+    return rows
+
+
 def machine() -> dict:
     import torch
 
@@ -342,7 +385,8 @@ def markdown(result: dict) -> str:
     lines = [f"# Vigil benchmark suite ({result['events']:,} events, {result['entities']} entities)", "",
              f"`{result['command']}`; {result['machine']}", "",
              "| flow | events/s (start-up included) | vs usual stack | events/s after start-up |", "|---|---|---|---|"]
-    for name in ("ceiling", "usual_stack", "vigil", "vigil_replay", "vigil_two_processes", "vigil_two_processes_key_shards"):
+    for name in ("ceiling", "usual_stack", "vigil", "vigil_flat_json", "vigil_replay", "vigil_two_processes",
+                 "vigil_two_processes_key_shards"):
         row = result.get(name)
         if row:
             flow = f"{row['flow_events_per_s']:,}" if row.get("flow_events_per_s") else ""
@@ -360,6 +404,9 @@ def markdown(result: dict) -> str:
                   "|---|---|---|---|---|"]
         lines += [f"| {s['entities']:,} | {s['rss_added_mib']} MiB | {s['state_bytes_mib']} MiB | {s['snapshot_mib']} MiB | "
                   f"{s['snapshot_seconds']} s |" for s in result["state"]]
+    if result.get("decoding"):
+        lines += ["", "| decoding (1,000 records a batch) | events/s | vs Vigil's format |", "|---|---|---|"]
+        lines += [f"| {d['shape']} | {d['events_per_s']:,} | {d.get('vs_vigil_format', 1.0)} |" for d in result["decoding"]]
     lines += ["", "| kernel | device | events/s (4,096 per call) |", "|---|---|---|"]
     lines += [f"| {k['kernel']} | {k['device']} | {k['events_per_s']:,} |" for k in result["kernels"]]
     if not result["machine"].get("gpu"):
@@ -387,9 +434,11 @@ def main() -> None:
         run = Path(tmp)
         bootstrap = broker.bootstrap
         create_topics(KafkaSettings(KafkaConfig(bootstrap_servers=[bootstrap])),
-                      {"bench-events": PARTITIONS, "bench-alerts": 1, "bench-replay-alerts": 1,
+                      {"bench-events": PARTITIONS, "bench-events-flat": PARTITIONS, "bench-alerts": 1,
+                       "bench-flat-alerts": 1, "bench-replay-alerts": 1,
                        "bench-vigil_two_processes-alerts": 1, "bench-vigil_two_processes_key_shards-alerts": 1})
         produce(bootstrap, "bench-events", args.events, args.entities)
+        produce(bootstrap, "bench-events-flat", args.events, args.entities, shape="flat")
         for name, kind in (("ceiling", "ceiling"), ("usual_stack", "usual")):
             measured = reference_flow(kind, bootstrap, "bench-events")
             result[name] = {"events_per_s": round(measured["events"] / measured["seconds"]),
@@ -397,7 +446,10 @@ def main() -> None:
                             "events": measured["events"]}
             print(name, result[name], flush=True)
         config = vigil_config(run / "vigil.toml", bootstrap, "bench-events", alerts_topic="bench-alerts")
+        flat = vigil_config(run / "flat.toml", bootstrap, "bench-events-flat", alerts_topic="bench-flat-alerts",
+                            schema=FLAT_SCHEMA)
         for name, measure in (("vigil", lambda: vigil_run(config, run / "vigil")),
+                              ("vigil_flat_json", lambda: vigil_run(flat, run / "flat")),
                               ("vigil_replay", lambda: vigil_replay(config, run / "replay", "bench-replay-alerts"))):
             measured = measure()
             flow = measured["flow_seconds"]
@@ -412,6 +464,8 @@ def main() -> None:
             print(name, result[name], flush=True)
         result["latency"] = latency(bootstrap, run, args.rate, 5.0 if args.small else 30.0, args.entities)
         print("latency", result["latency"], flush=True)
+    result["decoding"] = decoding(10_000 if args.small else 200_000)
+    print("decoding", result["decoding"], flush=True)
     result["state"] = [state_memory(n) for n in ((1_000,) if args.small else (10_000, 100_000))]
     print("state", result["state"], flush=True)
     import torch

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import fnmatch
 import json
 import os
 import re
@@ -49,6 +50,64 @@ class RunConfig:
     run_dir: str = "runs/latest"
 
 
+KAFKA_KEY, KAFKA_TIMESTAMP = "kafka:key", "kafka:timestamp"  # the record's own key and time instead of paths
+SCHEMA_PRESETS = ("vigil", "flat", "prometheus", "telegraf", "otlp")
+TIME_UNITS = ("rfc3339", "s", "ms", "us", "ns")
+
+
+@dataclass
+class SchemaConfig:
+    """How an event is read from a JSON payload (``[source.schema]``; README "Your own events").
+
+    ``preset`` names the envelope: ``vigil`` (Vigil's own format, the default), ``flat`` (one JSON object per
+    event, fields anywhere in it), ``prometheus`` (one sample per message, as Prometheus remote-write adapters
+    write it), ``telegraf`` (Telegraf's JSON serializer) or ``otlp`` (OTLP/JSON metrics). Keys left empty take the
+    preset's value (:meth:`resolved`). A path is dotted (``metrics.cpu.user``); ``labels.*`` as a key part stands
+    for every entry of that object, sorted, as ``name=value`` pairs.
+    """
+
+    preset: Literal[SCHEMA_PRESETS] = "vigil"  # type: ignore[valid-type]
+    key: list[str] = field(default_factory=list)  # paths whose values, joined, name the entity; or ["kafka:key"]
+    key_separator: str = "/"
+    time: str = ""  # path of the event time, or "kafka:timestamp"
+    # rfc3339: strings such as 2026-12-01T10:00:00Z; s | ms | us | ns: epoch numbers in that unit. Strings are always
+    # read as RFC 3339; a number under rfc3339 is dead-lettered (no guessing).
+    time_unit: Literal[("",) + TIME_UNITS] = ""  # type: ignore[valid-type]
+    # The event's fields (paths); empty: any field the operators name that matches include and not exclude.
+    fields: list[str] = field(default_factory=list)
+    include: list[str] = field(default_factory=lambda: ["*"])  # shell-style patterns (fnmatch)
+    exclude: list[str] = field(default_factory=list)
+    label: str = ""
+    group: str = ""
+    id: str = ""
+
+    def resolved(self) -> SchemaConfig:
+        """This schema with the preset's value for every key left empty."""
+        preset = PRESET_DEFAULTS[self.preset]
+        values = {name: getattr(self, name) or preset.get(name, getattr(self, name)) for name in PRESET_KEYS}
+        if values["time"] == KAFKA_TIMESTAMP and not self.time_unit:
+            values["time_unit"] = "ms"
+        return dataclasses.replace(self, **values)
+
+    def accepts(self, name: str) -> bool:
+        """Whether ``name`` is one of the event's fields under ``fields`` / ``include`` / ``exclude``."""
+        if self.fields:
+            return name in self.fields
+        return (any(fnmatch.fnmatchcase(name, p) for p in self.include)
+                and not any(fnmatch.fnmatchcase(name, p) for p in self.exclude))
+
+
+PRESET_KEYS = ("key", "time", "time_unit", "label", "group", "id")
+# Where each preset finds the entity, the time and the optional attributes; a user's keys override them.
+PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "vigil": {"key": ["key"], "time": "ts", "time_unit": "ms", "label": "label", "group": "group", "id": "id"},
+    "flat": {},
+    "prometheus": {"key": ["labels.*"], "time": "timestamp", "time_unit": "rfc3339"},
+    "telegraf": {"key": ["name", "tags.*"], "time": "timestamp", "time_unit": "s"},
+    "otlp": {"key": ["attributes.*"], "time": "timeUnixNano", "time_unit": "ns"},
+}
+
+
 @dataclass
 class SourceConfig:
     type: Literal["demo", "file", "kafka"] = "demo"
@@ -59,6 +118,7 @@ class SourceConfig:
     # Where a partition starts when the recovery store has no position for it.
     start: Literal["committed", "beginning", "end"] = "committed"
     fetch_batch_size: int = field(default=1000, metadata=_range(1))
+    schema: SchemaConfig = field(default_factory=SchemaConfig)
 
 
 @dataclass
@@ -342,6 +402,7 @@ def _check_semantics(config: Config, issues: list[ConfigIssue], paths: Sequence[
         if sink.type == "kafka" and sink.topic in config.source.topics:
             issues.append(ConfigIssue(f"sinks.{sink_name}.topic", f"{sink.topic!r} is also a source topic"))
     _check_kafka(config.kafka, issues)
+    _check_schema(config, issues, paths)
     if not config.operators:
         issues.append(ConfigIssue("operators", "no operators configured", "add at least one [[operators]] table"))
     seen: dict[str, OperatorConfig] = {}
@@ -376,6 +437,44 @@ def _operator_paths(data: dict[str, Any]) -> list[str]:
     tables = data.get("operators")
     return [_join("operators", index) for index, table in enumerate(tables if isinstance(tables, list) else [])
             if _convert(table, OperatorConfig, "", []) is not _MISSING]
+
+
+def _check_schema(config: Config, issues: list[ConfigIssue], paths: Sequence[str]) -> None:
+    """The declared schema is complete for its preset, names record parts only a Kafka source has only with one,
+    and holds every field an operator reads (with the closest declared field suggested)."""
+    declared = config.source.schema
+    schema = declared.resolved()
+    where = "source.schema"
+    if declared.preset == "flat":
+        for name, example in (("key", 'key = ["host"]'), ("time", 'time = "ts"')):
+            if not getattr(schema, name):
+                issues.append(ConfigIssue(f"{where}.{name}", "required with preset 'flat'", f"e.g. {example}"))
+        if schema.time and not schema.time_unit:
+            issues.append(ConfigIssue(f"{where}.time_unit", f"required: the unit of {schema.time!r}",
+                                      "rfc3339 for text such as 2026-12-01T10:00:00Z, else s, ms, us or ns"))
+    uses_kafka = [name for name, value in (("key", schema.key), ("time", [schema.time]))
+                  if KAFKA_KEY in value or KAFKA_TIMESTAMP in value]
+    for name in uses_kafka:
+        if config.source.type != "kafka":
+            issues.append(ConfigIssue(f"{where}.{name}", "the Kafka record's key and timestamp exist only with "
+                                      "source.type = 'kafka'", "name a path in the payload"))
+    if KAFKA_KEY in schema.key and len(schema.key) > 1:
+        issues.append(ConfigIssue(f"{where}.key", f"{KAFKA_KEY!r} cannot be joined with payload paths"))
+    for index, part in enumerate(schema.key):
+        if "*" in part and not (part == "*" or part.endswith(".*")) or part.count("*") > 1:
+            issues.append(ConfigIssue(f"{where}.key[{index}]", f"{part!r}: '*' stands only for a whole object's "
+                                      "entries, as the last part", "e.g. labels.*"))
+    if not declared.key_separator:
+        issues.append(ConfigIssue(f"{where}.key_separator", "must not be empty"))
+    for index, op in enumerate(config.operators):
+        for position, name in enumerate(op.fields):
+            if name.startswith(SCORE_PREFIX) or schema.accepts(name):
+                continue
+            close = difflib.get_close_matches(name, schema.fields, n=1)
+            hint = (f"did you mean {close[0]!r}?" if close else f"declared fields: {', '.join(schema.fields)}") \
+                if schema.fields else f"include {schema.include}, exclude {schema.exclude}"
+            issues.append(ConfigIssue(f"{paths[index]}.fields[{position}]",
+                                      f"{name!r} is not a field of [{where}]", hint))
 
 
 def _check_kafka(kafka: KafkaConfig, issues: list[ConfigIssue]) -> None:

@@ -26,8 +26,11 @@ def test_the_suite_runs_end_to_end_in_its_small_mode(tmp_path):
     subprocess.run([sys.executable, "-m", "bench", "--small", "--out", str(tmp_path)], cwd=REPO, capture_output=True,
                    text=True, check=True, timeout=600)
     result = json.loads((tmp_path / "suite-small.json").read_text())
-    for flow in ("ceiling", "usual_stack", "vigil", "vigil_replay", "vigil_two_processes", "vigil_two_processes_key_shards"):
+    for flow in ("ceiling", "usual_stack", "vigil", "vigil_flat_json", "vigil_replay", "vigil_two_processes",
+                 "vigil_two_processes_key_shards"):
         assert result[flow]["events_per_s"] > 0, flow
+    vigil_format, flat = result["decoding"]
+    assert flat["vs_vigil_format"] == round(flat["events_per_s"] / vigil_format["events_per_s"], 3) > 0
     for flow in ("vigil_two_processes", "vigil_two_processes_key_shards"):
         assert result[flow]["vs_one_process"] == round(result[flow]["events_per_s"] / result["vigil"]["events_per_s"], 2)
     assert result["ceiling"]["events"] == result["usual_stack"]["events"] == result["events"]

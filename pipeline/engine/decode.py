@@ -52,6 +52,8 @@ class RecordBatch(NamedTuple):
     partition: int
     offsets: np.ndarray  # int64, one per payload
     payloads: list[bytes]
+    keys: list[bytes | None] | None = None  # the Kafka records' keys, when the schema reads them
+    timestamps: np.ndarray | None = None  # the Kafka records' timestamps (epoch ms), when the schema reads them
 
     @property
     def part(self) -> str:

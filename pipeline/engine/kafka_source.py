@@ -86,9 +86,12 @@ class _PlannedPartition(_KafkaSourcePartition):
                 keep &= np.fromiter((plan.keeps(ts) for ts in times.tolist()), dtype=bool, count=len(messages))
             rows = np.flatnonzero(keep)
             if len(rows):
-                payloads = [messages[row].value() or b"" for row in rows.tolist()] if len(rows) < len(messages) \
-                    else [message.value() or b"" for message in messages]
-                records.append(RecordBatch(plan.topic, plan.partition, offsets[rows], payloads))
+                kept = [messages[row] for row in rows.tolist()] if len(rows) < len(messages) else messages
+                keys = [message.key() for message in kept] if self.source.record_keys else None
+                stamps = np.fromiter((message.timestamp()[1] for message in kept), dtype=np.int64, count=len(kept)) \
+                    if self.source.record_timestamps else None
+                records.append(RecordBatch(plan.topic, plan.partition, offsets[rows],
+                                           [message.value() or b"" for message in kept], keys, stamps))
             self.lag_seconds.set(max(0.0, time.time() - messages[-1].timestamp()[1] / 1000))
         self.idle = not messages
         self._update_lag()
@@ -159,8 +162,11 @@ class KafkaRecordSource(FixedPartitionedSource[RecordBatch, int]):
 
     def __init__(self, plans: list[PartitionPlan], config: dict[str, Any], *, metrics: Metrics,
                  group_id: str = "", batch_size: int = 1000, stop: threading.Event,
-                 on_advance: Callable[[int], None] = lambda n: None) -> None:
+                 on_advance: Callable[[int], None] = lambda n: None, record_keys: bool = False,
+                 record_timestamps: bool = False) -> None:
         self.plans = {plan.name: plan for plan in plans}
+        self.record_keys = record_keys  # the schema reads the records' keys (kafka:key)...
+        self.record_timestamps = record_timestamps  # ...or their timestamps (kafka:timestamp)
         self.config = config
         self.metrics = metrics
         self.group_id = group_id
