@@ -38,9 +38,11 @@ from bytewax.outputs import Sink
 from operators.batch import Batch
 from operators.event import Alert, SourcePosition, format_ts
 from operators.registry import OperatorChain, OperatorFailure, OperatorFailuresExceeded, OperatorSpec
-from pipeline.engine.decode import DeadLetter, RecordBatch, decode_batch
+from pipeline.config import SchemaConfig
+from pipeline.engine.decode import DeadLetter, RecordBatch
 from pipeline.engine.metrics import Metrics, observe_many
 from pipeline.engine.placement import PartitionShards
+from pipeline.engine.schema import compile_schema
 from pipeline.engine.shutdown import FAILED
 from pipeline.engine.sinks import SINK_PARTITION, KafkaTopicSink
 
@@ -310,10 +312,14 @@ def build_flow(
     max_event_bytes: int,
     name: str = "vigil",
     max_operator_failures: int = 10,
+    schema: SchemaConfig | None = None,
 ) -> Dataflow:
+    """The dataflow; ``schema`` is the declared event schema (default: Vigil's own format)."""
     valid = metrics.events.labels("valid")
     invalid = metrics.events.labels("invalid")
+    ignored = metrics.events.labels("ignored")
     inputs = OperatorChain.build(operator_specs, max_entities=1)  # the columns the operators read
+    decoder = compile_schema(schema or SchemaConfig(), inputs.numeric_inputs, inputs.text_inputs)
     if shard_by == "partition":
         partition_shard = PartitionShards(source.list_parts())
 
@@ -326,8 +332,10 @@ def build_flow(
             return router.split(batch)
 
     def decode(records: RecordBatch) -> list[tuple[str, Batch] | DeadLetter]:
-        batch, dead = decode_batch(records, inputs.numeric_inputs, inputs.text_inputs, max_event_bytes)
+        batch, dead, unread = decoder.decode_batch(records, max_event_bytes)
         valid.inc(len(batch))
+        if unread:
+            ignored.inc(unread)
         if dead:
             invalid.inc(len(dead))
             for letter in dead:

@@ -61,7 +61,8 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None, *, replay: bool = False) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.events = Counter("vigil_events_total", "Records read, by decode outcome.", ["outcome"], registry=r)
+        self.events = Counter("vigil_events_total", "Records read, by decode outcome (ignored: samples of metrics that "
+                              "no operator reads, in one-sample-per-message envelopes).", ["outcome"], registry=r)
         self.invalid = Counter(
             "vigil_events_invalid_total", "Records sent to the dead-letter sink, by reason.", ["reason"], registry=r
         )

@@ -28,7 +28,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
 from operators.registry import OperatorFailuresExceeded
-from pipeline.config import Config, SinkConfig
+from pipeline.config import KAFKA_KEY, KAFKA_TIMESTAMP, Config, SinkConfig
 from pipeline.engine.dataflow import Batching, EntityLimits, build_flow
 from pipeline.engine.kafka import DeliveryError, KafkaSettings, PartitionPlan, plan_live
 from pipeline.engine.metrics import Metrics
@@ -96,8 +96,10 @@ def kafka_source(config: Config, plans: list[PartitionPlan], metrics: Metrics,
     from pipeline.engine.kafka_source import KafkaRecordSource
 
     group = config.kafka.group_id if config.kafka.commit_offsets else ""
+    schema = config.source.schema.resolved()
     return KafkaRecordSource(plans, KafkaSettings(config.kafka).librdkafka("consumer"), metrics=metrics, group_id=group,
-                             batch_size=config.source.fetch_batch_size, stop=STOP, on_advance=on_advance)
+                             batch_size=config.source.fetch_batch_size, stop=STOP, on_advance=on_advance,
+                             record_keys=schema.key == [KAFKA_KEY], record_timestamps=schema.time == KAFKA_TIMESTAMP)
 
 
 def configured_source(config: Config, metrics: Metrics,
@@ -186,6 +188,7 @@ def run_pipeline(
                 entities=EntityLimits(config.entities.max_per_shard, round(config.entities.ttl_seconds * 1000)),
                 max_event_bytes=config.pipeline.max_event_bytes,
                 max_operator_failures=config.pipeline.max_operator_failures,
+                schema=config.source.schema,
             )
             try:
                 cli_main(
