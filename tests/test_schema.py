@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from operators.event import SourcePosition
 from pipeline.config import ConfigError, SchemaConfig, load_config
@@ -14,6 +16,7 @@ from pipeline.engine.decode import REASONS, DeadLetter, RecordBatch
 from pipeline.engine.schema import compile_schema
 from tests.conftest import vigil
 from tests.kafka_helpers import new_topics, produce_records
+from tests.test_fuzz_decode import finite, json_values, mostly
 
 START_S = 1764583200  # 2026-12-01T10:00:00Z
 HOSTS = ("web-1", "web-2", "db-1")
@@ -270,3 +273,27 @@ def test_flat_json_on_a_kafka_topic_reads_the_records_keys_and_times(broker, tmp
     assert len(their_scores) == len(rows)
     # per entity the topic keeps order, so each entity's scores are those of the file run
     assert their_scores == our_scores and their_alerts == our_alerts
+
+
+flat_objects = st.fixed_dictionaries({}, optional={
+    "host": mostly(st.text(min_size=1, max_size=8) | st.integers(), json_values | st.just("")),
+    "ts": mostly(st.integers(0, 2**45) | st.floats(0, 2**40), json_values | st.integers() | st.floats()),
+    "metrics": mostly(st.fixed_dictionaries({}, optional={"cpu": mostly(finite | st.text(max_size=4), json_values)}),
+                      json_values),
+    "p99_ms": mostly(finite, json_values), "extra": json_values})
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(flat_objects.map(lambda obj: json.dumps(obj).encode()) | st.binary(max_size=30), max_size=12),
+       st.sampled_from(["s", "ms", "us", "ns"]))
+def test_any_payloads_decode_in_a_batch_as_one_by_one_and_nothing_raises(payloads, unit):
+    decoder = compile_schema(SchemaConfig(preset="flat", key=["host"], time="ts", time_unit=unit), FIELDS["flat"],
+                             ["metrics.cpu"])
+    records = RecordBatch("t", 0, np.arange(len(payloads)), payloads)
+    batch, dead, _ = decoder.decode_batch(records, 4096)
+    alone = [decoder.decode_event(p, records.position(i), 4096) for i, p in enumerate(payloads)]
+    events = [e for e in alone if not isinstance(e, DeadLetter)]
+    assert dead == [e for e in alone if isinstance(e, DeadLetter)] and all(d.reason in REASONS for d in dead)
+    assert batch.keys.tolist() == [e.key for e in events] and batch.ts_ms.tolist() == [e.ts_ms for e in events]
+    assert batch.text("metrics.cpu").tolist() == [v if isinstance(v := e.fields.get("metrics.cpu"), str) else None
+                                                  for e in events]
