@@ -7,6 +7,8 @@ A :class:`Batch` holds one shard's events as arrays, one row per event, in strea
 * ``ts_ms`` (int64): event time in epoch milliseconds;
 * ``origin`` (object: topic or file name), ``partition`` (int64, -1 for a file) and ``offset``
   (int64: the offset, or the line of a file): the source position, from which alert ids derive;
+* ``item`` (int64): the event's index within its record where one record holds several events (an OTLP message,
+  one event per data point), ``NO_ITEM`` (-1) on rows of one-event records (the usual case);
 * ``numeric``: one float64 column per numeric field asked for, NaN where the field is missing or
   not a number; ``text``: one object column per text field asked for, None where it is missing or
   not a string;
@@ -37,6 +39,7 @@ from operators.event import Event, SourcePosition
 SCORE_PREFIX = "score:"
 P_VALUE_SUFFIX = ".p"  # score:<operator>.p is the calibrated p-value of score:<operator>
 FILE_PARTITION = -1  # the partition column of rows read from a file (offset is then the line)
+NO_ITEM = -1  # the item column of a row whose record holds one event
 
 _NUMBER_TYPES = (float, int)
 
@@ -54,7 +57,8 @@ class Batch:
     def __init__(self, keys: np.ndarray, slots: np.ndarray, ts_ms: np.ndarray, origin: np.ndarray,
                  partition: np.ndarray, offset: np.ndarray, *, numeric: dict[str, np.ndarray] | None = None,
                  text: dict[str, np.ndarray] | None = None, label: np.ndarray | None = None,
-                 group: np.ndarray | None = None, ids: np.ndarray | None = None) -> None:
+                 group: np.ndarray | None = None, ids: np.ndarray | None = None,
+                 item: np.ndarray | None = None) -> None:
         n = len(keys)
         self.keys = keys
         self.slots = slots
@@ -68,6 +72,7 @@ class Batch:
         self.label = none if label is None else label
         self.group = none if group is None else group
         self.ids = none if ids is None else ids
+        self.item = np.full(n, NO_ITEM, dtype=np.int64) if item is None else item
         self.scores: dict[str, np.ndarray] = {}
 
     @classmethod
@@ -84,6 +89,8 @@ class Batch:
             text = seen if text is None else text
         sources = [event.source for event in events]
         from_file = [s.file is not None for s in sources]
+        items = np.fromiter((NO_ITEM if s.item is None else s.item for s in sources), dtype=np.int64,
+                            count=len(sources))
         batch = cls.from_records(
             events, np.fromiter((event.ts_ms for event in events), dtype=np.int64, count=len(events)),
             _objects(s.file if f else s.topic for s, f in zip(sources, from_file)),
@@ -91,7 +98,7 @@ class Batch:
                         count=len(sources)),
             np.fromiter(((s.line if f else s.offset) or 0 for s, f in zip(sources, from_file)), dtype=np.int64,
                         count=len(sources)),
-            numeric=numeric, text=text)
+            numeric=numeric, text=text, item=items)
         if slots is None:
             first_seen: dict[str, int] = {}
             slots = np.fromiter((first_seen.setdefault(k, len(first_seen)) for k in batch.keys), dtype=np.int64,
@@ -101,10 +108,11 @@ class Batch:
 
     @classmethod
     def from_records(cls, records: Sequence, ts_ms: np.ndarray, origin: np.ndarray, partition: np.ndarray,
-                     offset: np.ndarray, *, numeric: Sequence[str], text: Sequence[str]) -> Batch:
+                     offset: np.ndarray, *, numeric: Sequence[str], text: Sequence[str],
+                     item: np.ndarray | None = None) -> Batch:
         """Columns of records that have ``key``, ``fields``, ``label``, ``group`` and ``id`` attributes (events, or
-        the decoder's wire records), with their event times and source positions given as arrays; slots are 0
-        until the shard's entity index assigns them."""
+        the decoder's wire records), with their event times and source positions (``item`` too, when they have
+        one) given as arrays; slots are 0 until the shard's entity index assigns them."""
         fields = [record.fields for record in records]
         n = len(records)
         return cls(
@@ -120,6 +128,7 @@ class Batch:
             label=_objects(record.label for record in records),
             group=_objects(record.group for record in records),
             ids=_objects(record.id for record in records),
+            item=item,
         )
 
     @classmethod
@@ -132,10 +141,10 @@ class Batch:
         return cls(join("keys"), join("slots"), join("ts_ms"), join("origin"), join("partition"), join("offset"),
                    numeric={k: np.concatenate([part.numeric[k] for part in parts]) for k in first.numeric},
                    text={k: np.concatenate([part.text_columns[k] for part in parts]) for k in first.text_columns},
-                   label=join("label"), group=join("group"), ids=join("ids"))
+                   label=join("label"), group=join("group"), ids=join("ids"), item=join("item"))
 
     _OBJECT_COLUMNS = ("keys", "origin", "label", "group", "ids")
-    _NUMBER_COLUMNS = ("slots", "ts_ms", "partition", "offset")
+    _NUMBER_COLUMNS = ("slots", "ts_ms", "partition", "offset", "item")
 
     def to_plain(self) -> dict:
         """The rows as plain data (lists and numeric arrays), for snapshots of batches not processed yet."""
@@ -147,11 +156,12 @@ class Batch:
     @classmethod
     def from_plain(cls, state: dict) -> Batch:
         objects = {name: _objects(state[name]) for name in cls._OBJECT_COLUMNS}
-        numbers = {name: np.asarray(state[name], dtype=np.int64) for name in cls._NUMBER_COLUMNS}
+        # A snapshot taken before batches had an item column has none: its rows are one-event records.
+        numbers = {name: np.asarray(state[name], dtype=np.int64) for name in cls._NUMBER_COLUMNS if name in state}
         return cls(objects["keys"], numbers["slots"], numbers["ts_ms"], objects["origin"], numbers["partition"],
                    numbers["offset"], numeric={k: np.asarray(v, dtype=np.float64) for k, v in state["numeric"].items()},
                    text={k: _objects(v) for k, v in state["text"].items()}, label=objects["label"],
-                   group=objects["group"], ids=objects["ids"])
+                   group=objects["group"], ids=objects["ids"], item=numbers.get("item"))
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -181,9 +191,11 @@ class Batch:
     def source(self, row: int) -> SourcePosition:
         """The source position of one row (for alert records)."""
         origin, partition, offset = self.origin[row], int(self.partition[row]), int(self.offset[row])
+        item = int(self.item[row])
+        item = None if item == NO_ITEM else item
         if partition == FILE_PARTITION:
-            return SourcePosition(file=origin, line=offset)
-        return SourcePosition(topic=origin, partition=partition, offset=offset)
+            return SourcePosition(file=origin, line=offset, item=item)
+        return SourcePosition(topic=origin, partition=partition, offset=offset, item=item)
 
     def rows(self, start: int, stop: int) -> Batch:
         """Rows ``[start, stop)`` as a batch of views (published scores included)."""
@@ -194,6 +206,6 @@ class Batch:
         sub = Batch(self.keys[part], self.slots[part], self.ts_ms[part], self.origin[part], self.partition[part],
                     self.offset[part], numeric={k: v[part] for k, v in self.numeric.items()},
                     text={k: v[part] for k, v in self.text_columns.items()}, label=self.label[part],
-                    group=self.group[part], ids=self.ids[part])
+                    group=self.group[part], ids=self.ids[part], item=self.item[part])
         sub.scores = {k: v[part] for k, v in self.scores.items()}
         return sub

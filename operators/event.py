@@ -15,23 +15,35 @@ Label = str | int | bool | None
 
 
 class SourcePosition(msgspec.Struct, frozen=True, omit_defaults=True):
-    """Where a record came from: a topic, partition and offset, or a file and line."""
+    """Where a record came from: a topic, partition and offset, or a file and line; and ``item``, the event's index
+    within the record when one record holds several events (an OTLP message: one event per data point), else None.
+
+    ``item`` is left out of the JSON when None and shows as ``#<item>`` in the text form, so alert ids (which hash
+    the text form) differ between the events of one record and stay as they were for one-event records:
+
+    >>> str(SourcePosition(topic="t", partition=0, offset=7)), str(SourcePosition(file="m.jsonl", line=3, item=2))
+    ('t/0@7', 'm.jsonl:3#2')
+    >>> msgspec.json.encode(SourcePosition(topic="t", partition=0, offset=7))
+    b'{"topic":"t","partition":0,"offset":7}'
+    """
 
     topic: str | None = None
     partition: int | None = None
     offset: int | None = None
     file: str | None = None
     line: int | None = None
+    item: int | None = None
 
-    def sort_key(self) -> tuple[str, int, int]:
+    def sort_key(self) -> tuple[str, int, int, int]:
+        """Source order: by topic or file, partition, offset or line, then item (a record without one first)."""
+        item = -1 if self.item is None else self.item
         if self.file is not None:
-            return (self.file, 0, self.line or 0)
-        return (self.topic or "", self.partition or 0, self.offset or 0)
+            return (self.file, 0, self.line or 0, item)
+        return (self.topic or "", self.partition or 0, self.offset or 0, item)
 
     def __str__(self) -> str:
-        if self.file is not None:
-            return f"{self.file}:{self.line}"
-        return f"{self.topic}/{self.partition}@{self.offset}"
+        where = f"{self.file}:{self.line}" if self.file is not None else f"{self.topic}/{self.partition}@{self.offset}"
+        return where if self.item is None else f"{where}#{self.item}"
 
 
 class Event(msgspec.Struct):

@@ -14,7 +14,11 @@ Field layouts, set by the preset:
 * ``sample`` (``prometheus``): one sample per message, the field named by ``name`` and its value in ``value`` (a
   number, or a number as text as the adapters write it); samples of metrics no operator reads are counted as
   ignored, not dead-lettered;
-* ``otlp``: OTLP/JSON export requests, one event per data point (:mod:`pipeline.engine.otlp`).
+* ``otlp``: OTLP/JSON export requests, one event per data point (:mod:`pipeline.engine.otlp`), each with its
+  ``item`` in the source position.
+
+:meth:`SchemaDecoder.decode_events` gives one payload's events under any layout (a list: none, one, or one per data
+point); :meth:`SchemaDecoder.decode_event` serves the one-event layouts only.
 
 >>> from pipeline.config import SchemaConfig
 >>> schema = SchemaConfig(preset="flat", key=["host"], time="ts", time_unit="s")

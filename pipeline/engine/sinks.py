@@ -11,7 +11,9 @@ is at-least-once:
   ``vigil-alert-id``. Ids depend only on source position and operator, so consumers deduplicate.
 * dead letters: value = the original bytes, unchanged; key = ``topic/partition`` of the source;
   headers ``vigil-reason``, ``vigil-detail``, ``vigil-source`` (``topic/partition@offset``) and
-  ``vigil-source-topic`` / ``-partition`` / ``-offset`` (or ``vigil-source-file`` / ``-line``).
+  ``vigil-source-topic`` / ``-partition`` / ``-offset`` (or ``vigil-source-file`` / ``-line``), and
+  ``vigil-source-item`` (``...@offset#item``) for an event of a record that holds several (an operator's failed row
+  of an OTLP message).
 * scores: key = entity key, value = the scored event as JSON, timestamp = event time.
 """
 from __future__ import annotations
@@ -176,8 +178,8 @@ class _Positioned(msgspec.Struct):
 
 
 def sort_by_source(path: str | Path) -> int:
-    """Rewrite a JSON-lines output in source order (then operator), dropping repeated lines;
-    returns the line count.
+    """Rewrite a JSON-lines output in source order (then item within a record, then operator), dropping
+    repeated lines; returns the line count.
 
     A bounded run calls this when it ends, so that its output file does not depend on how the
     engine interleaved shards and timers: the same input gives byte-identical files.
