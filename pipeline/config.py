@@ -541,10 +541,27 @@ def env_overrides(environ: Mapping[str, str]) -> list[tuple[str, Any]]:
     return found
 
 
+# Keys naming a file or a folder: relative to the config file that names them (sink paths are relative to run_dir).
+FILE_KEYS = ("run.run_dir", "source.path", "recovery.directory", "kafka.ssl_ca_location", "kafka.ssl_certificate_location",
+             "kafka.ssl_key_location", "kafka.sasl_password_file", "kafka.ssl_key_password_file")
+
+
+def _resolve_file_keys(data: dict[str, Any], base: Path) -> None:
+    """Every path a config file names is relative to that file, so a config and what it names move together and a run
+    reads the same files from any working directory; overrides from the environment or ``--set`` stay relative to
+    the working directory, where they were typed."""
+    for dotted in FILE_KEYS:
+        table, name = dotted.split(".")
+        section = data.get(table)
+        value = section.get(name) if isinstance(section, dict) else None
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            section[name] = str(base / value)
+
+
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     """Operator parameters declared with ``unit="path"`` (model files) are relative to the config file that names
-    them, so a config and its models move together, and ``vigil:<path>`` names a file shipped inside the ``pipeline``
-    package (the demo's model); overrides from the environment or ``--set`` stay as given."""
+    them, as every path in it is (:func:`_resolve_file_keys`), and ``vigil:<path>`` names a file shipped inside the
+    ``pipeline`` package (the demo's model); overrides from the environment or ``--set`` stay as given."""
     for table in data.get("operators", []) if isinstance(data.get("operators"), list) else []:
         params, kind = (table.get("params"), table.get("type")) if isinstance(table, dict) else (None, None)
         if not isinstance(params, dict) or not isinstance(kind, str) or kind not in OPERATOR_TYPES:  # a list: unhashable
@@ -589,6 +606,8 @@ def load_config(
     """Read, override and validate; raises :class:`ConfigError` listing every problem."""
     data, origin = read_toml(path)
     _resolve_paths(data, Path(path).parent if path is not None else Path(str(resources.files("pipeline"))))
+    if path is not None:  # the built-in config's run_dir stays in the working directory, not inside the package
+        _resolve_file_keys(data, Path(path).absolute().parent)
     issues: list[ConfigIssue] = []
     for key, value in env_overrides(os.environ if environ is None else environ):
         _override(data, key, value, ENV_PREFIX + key.upper().replace(".", "__"), issues)

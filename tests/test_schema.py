@@ -297,3 +297,12 @@ def test_any_payloads_decode_in_a_batch_as_one_by_one_and_nothing_raises(payload
     assert batch.keys.tolist() == [e.key for e in events] and batch.ts_ms.tolist() == [e.ts_ms for e in events]
     assert batch.text("metrics.cpu").tolist() == [v if isinstance(v := e.fields.get("metrics.cpu"), str) else None
                                                   for e in events]
+
+
+def test_config_check_compiles_the_schema_as_a_run_would(tmp_path):
+    path = tmp_path / "vigil.toml"
+    path.write_text('[source]\ntype = "file"\npath = "e.jsonl"\n[source.schema]\npreset = "otlp"\nkey = ["labels.*"]\n'
+                    '[[operators]]\nname = "o"\ntype = "zscore"\nfields = ["cpu"]\n')
+    result = vigil("config", "check", str(path), check=False)
+    assert result.returncode == 2 and "source.schema.key: 'labels.*' is not a key part" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -34,16 +34,16 @@ from pipeline.demo.applicants import DESK, GROUPS, REGIONS
 from pipeline.demo.broker import EmbeddedBroker
 from pipeline.demo.source import stream_records
 from pipeline.demo.synthetic import KINDS, Evaluation, SyntheticStream, evaluate, evaluate_beats
-from pipeline.engine.decode import REASONS, DeadLetter
+from pipeline.engine.decode import DeadLetter
 from pipeline.engine.kafka import KafkaSettings, create_topics, read_topic
 from pipeline.engine.progress import Progress
 from pipeline.engine.runner import RunReport, configured_source, run_pipeline
 from pipeline.engine.shutdown import STOP
 from pipeline.engine.sinks import sort_by_source
 from pipeline.engine.sources import IteratorSource, Pacer
+from pipeline.engine.summary import format_counts, summarize
 from pipeline.evaluation.severity import alignment, severity_labels
 
-SEVERITIES = ("info", "warning", "critical")
 INCIDENT_KINDS = ("outlier", "drift")  # the alert kinds the injected incidents are scored against
 
 
@@ -263,22 +263,10 @@ def _fair_decisions(config: Config, stream: SyntheticStream, records: list[_Scor
 
 
 def _summary(config: Config, report: RunReport, alerts: list[_AlertView], evaluation: Evaluation, injected_bad: int) -> dict:
-    registry = report.metrics.registry
-    count = lambda name, **labels: int(registry.get_sample_value(name, labels) or 0)  # noqa: E731
-    by_operator: dict[str, Counter] = {}
-    for alert in alerts:
-        by_operator.setdefault(alert.operator, Counter())[alert.severity] += 1
-    valid, invalid = count("vigil_events_total", outcome="valid"), count("vigil_events_total", outcome="invalid")
     return {
+        **summarize(report, Counter((alert.operator, alert.severity) for alert in alerts)),
         "seed": config.demo.seed,
-        "run_dir": str(report.run_dir),
-        "elapsed_seconds": round(report.elapsed_seconds, 3),
-        "events": valid + invalid,
-        "valid_events": valid,
-        "invalid_events": invalid,
         "injected_malformed": injected_bad,
-        "invalid_by_reason": {r: n for r in REASONS if (n := count("vigil_events_invalid_total", reason=r))},
-        "alerts": {op: dict(sorted(c.items())) for op, c in sorted(by_operator.items())},
         "precision": {op: evaluation.precision(op) for op in sorted({a.operator for a in alerts if a.kind in INCIDENT_KINDS})}
         | {"all": evaluation.precision()},
         "incidents": evaluation.incidents,
@@ -316,21 +304,7 @@ def _private_counts(config: Config, stream: SyntheticStream, records: list[_Scor
 
 
 def format_summary(s: dict) -> str:
-    rate = s["events"] / s["elapsed_seconds"] if s["elapsed_seconds"] else 0.0
-    lines = [
-        f"Vigil demo summary (seed {s['seed']}, run dir {s['run_dir']})",
-        f"  events        {s['events']:>9}   ({s['elapsed_seconds']:.1f} s, {rate:,.0f} events/s)",
-        f"  valid         {s['valid_events']:>9}",
-        f"  invalid       {s['invalid_events']:>9}   (injected {s['injected_malformed']}; dead-lettered by reason: "
-        + (", ".join(f"{r} {n}" for r, n in s["invalid_by_reason"].items()) or "none") + ")",
-        "",
-        f"  {'alerts':<28}" + "".join(f"{sev:>10}" for sev in SEVERITIES) + f"{'total':>10}{'precision':>11}",
-    ]
-    for op, counts in s["alerts"].items():
-        lines.append(
-            f"  {op:<28}" + "".join(f"{counts.get(sev, 0):>10}" for sev in SEVERITIES)
-            + f"{sum(counts.values()):>10}" + (f"{s['precision'][op]:>11.3f}" if op in s["precision"] else f"{'-':>11}")
-        )
+    lines = [f"Vigil demo summary (seed {s['seed']}, run dir {s['run_dir']})", *format_counts(s)]
     lines += ["", f"  {'ground truth':<20}{'injected':>10}{'detected':>10}{'recall':>9}"]
     for kind in KINDS:
         lines.append(f"  {kind:<20}{s['incidents'][kind]:>10}{s['detected'][kind]:>10}{s['recall'][kind]:>9.3f}")

@@ -45,6 +45,7 @@ from pipeline.engine.placement import PartitionShards
 from pipeline.engine.schema import compile_schema
 from pipeline.engine.shutdown import FAILED
 from pipeline.engine.sinks import SINK_PARTITION, KafkaTopicSink
+from pipeline.engine.watch import DecodeWatch
 
 log = logging.getLogger("vigil")
 
@@ -313,13 +314,16 @@ def build_flow(
     name: str = "vigil",
     max_operator_failures: int = 10,
     schema: SchemaConfig | None = None,
+    watch: DecodeWatch | None = None,
 ) -> Dataflow:
-    """The dataflow; ``schema`` is the declared event schema (default: Vigil's own format)."""
+    """The dataflow; ``schema`` is the declared event schema (default: Vigil's own format), ``watch`` checks what it
+    decodes (the caller that keeps it can have it check a short input at the end, :meth:`DecodeWatch.finish`)."""
     valid = metrics.events.labels("valid")
     invalid = metrics.events.labels("invalid")
     ignored = metrics.events.labels("ignored")
     inputs = OperatorChain.build(operator_specs, max_entities=1)  # the columns the operators read
     decoder = compile_schema(schema or SchemaConfig(), inputs.numeric_inputs, inputs.text_inputs)
+    watch = watch or DecodeWatch()
     if shard_by == "partition":
         partition_shard = PartitionShards(source.list_parts())
 
@@ -333,6 +337,7 @@ def build_flow(
 
     def decode(records: RecordBatch) -> list[tuple[str, Batch] | DeadLetter]:
         batch, dead, unread = decoder.decode_batch(records, max_event_bytes)
+        watch.observe(records, batch, dead)
         valid.inc(len(batch))
         if unread:
             ignored.inc(unread)

@@ -24,6 +24,12 @@ class Progress:
         self._last_tenth = -1
         self._lock = threading.Lock()
 
+    def start(self, total: int) -> None:
+        """Count towards ``total`` from now on: for a source that knows its size only once it is built."""
+        with self._lock:
+            self.total = max(1, total)
+            self.started = time.monotonic()
+
     def advance(self, n: int) -> None:
         with self._lock:
             self.done += n

@@ -37,6 +37,7 @@ from pipeline.engine.shutdown import STOP, stop_on_signals
 from pipeline.engine.sinks import alert_message, build_sink, dead_letter_message, keyed_message, sort_by_source
 from pipeline.engine.decode import RecordBatch
 from pipeline.engine.sources import JsonLinesSource
+from pipeline.engine.watch import DecodeWatch
 
 log = logging.getLogger("vigil")
 
@@ -102,17 +103,24 @@ def kafka_source(config: Config, plans: list[PartitionPlan], metrics: Metrics,
                              record_keys=schema.key == [KAFKA_KEY], record_timestamps=schema.time == KAFKA_TIMESTAMP)
 
 
-def configured_source(config: Config, metrics: Metrics,
-                      on_advance: Callable[[int], None] = lambda n: None) -> Source[RecordBatch]:
-    """The source ``[source]`` describes (the demo source is built by ``vigil demo``)."""
+def configured_source(config: Config, metrics: Metrics, on_advance: Callable[[int], None] = lambda n: None, *,
+                      on_size: Callable[[int], None] | None = None) -> Source[RecordBatch]:
+    """The source ``[source]`` describes (the demo source is built by ``vigil demo``). ``on_advance`` is told how many
+    records it reads as it goes, ``on_size`` (when given, as counting a file's lines reads it) how many a bounded
+    source will read in all."""
     if config.source.type == "file":
-        return JsonLinesSource([config.source.path], stop=STOP)
+        source = JsonLinesSource([config.source.path], stop=STOP, on_read=on_advance)
+        if on_size is not None:
+            on_size(source.lines())
+        return source
     if config.source.type == "kafka":
         settings = KafkaSettings(config.kafka)
         plans = plan_live(settings, config.source.topics, mode=config.source.mode, start=config.source.start,
                           group_id=config.kafka.group_id)
         log.info("consuming %d partition(s) of %s from %s (%s)", len(plans), ", ".join(config.source.topics),
                  settings.describe(), config.source.mode)
+        if on_size is not None and config.source.mode == "bounded":
+            on_size(sum(plan.size for plan in plans))
         return kafka_source(config, plans, metrics, on_advance)
     raise ValueError(f"source type {config.source.type!r} is run by its own command (vigil demo)")
 
@@ -152,7 +160,8 @@ def run_pipeline(
     run_dir = writable_directory(cluster.local_dir(Path(config.run.run_dir)), "run directory (run.run_dir)")
     set_torch_threads(config.pipeline.torch_threads)
     recovery = _recovery(config)
-    metrics = metrics or Metrics()
+    kafka = config.source.type == "kafka" or any(getattr(config.sinks, name).type == "kafka" for name in SINK_ENCODERS)
+    metrics = metrics or Metrics(kafka=kafka, recovery=recovery is not None)
     settings = KafkaSettings(config.kafka)
     sinks, paths = {}, {}
     for name in ("alerts", "dead_letters", "scores"):
@@ -174,6 +183,7 @@ def run_pipeline(
     try:
         with stop_on_signals() as stop:
             source = make_source(metrics) if make_source else configured_source(config, metrics)
+            watch = DecodeWatch()
             flow = build_flow(
                 source=source,
                 operator_specs=config.operator_specs(),
@@ -189,6 +199,7 @@ def run_pipeline(
                 max_event_bytes=config.pipeline.max_event_bytes,
                 max_operator_failures=config.pipeline.max_operator_failures,
                 schema=config.source.schema,
+                watch=watch,
             )
             try:
                 cli_main(
@@ -205,6 +216,7 @@ def run_pipeline(
                 if stopping is None:
                     raise
                 raise stopping from None
+            watch.finish()
             stopped = stop.is_set()
     finally:
         metrics.detach_kernels()

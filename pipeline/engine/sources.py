@@ -101,20 +101,23 @@ class IteratorSource(FixedPartitionedSource[RecordBatch, int]):
 
 
 class _FilePartition(StatefulSourcePartition[RecordBatch, int]):
-    def __init__(self, path: Path, line: int, stop: threading.Event) -> None:
+    def __init__(self, path: Path, line: int, stop: threading.Event, on_read: Callable[[int], None]) -> None:
         self.stop = stop
         self.path = path
         self.handle = path.open("rb")
         self.line = 0
         self.lines: Iterator[bytes] = iter(self.handle)
+        self.on_read = on_read
         for _ in range(line):  # resume: skip what an earlier run already read
             next(self.lines, None)
             self.line += 1
+        if self.line:
+            on_read(self.line)
 
     def next_batch(self) -> list[RecordBatch]:
         if self.stop.is_set():
             raise StopIteration()
-        lines, payloads = [], []
+        lines, payloads, first = [], [], self.line
         for raw in self.lines:
             self.line += 1
             payload = raw.rstrip(b"\r\n")
@@ -123,6 +126,7 @@ class _FilePartition(StatefulSourcePartition[RecordBatch, int]):
                 payloads.append(payload)
             if len(payloads) >= READ_BATCH:
                 break
+        self.on_read(self.line - first)
         if not payloads:
             raise StopIteration()
         return [RecordBatch(str(self.path), FILE_PARTITION, np.array(lines, dtype=np.int64), payloads)]
@@ -135,17 +139,40 @@ class _FilePartition(StatefulSourcePartition[RecordBatch, int]):
 
 
 class JsonLinesSource(FixedPartitionedSource[RecordBatch, int]):
-    """One partition per file; a record per non-blank line, positioned by file and line number."""
+    """One partition per file; a record per non-blank line, positioned by file and line number. ``on_read`` is told
+    how many lines (blank ones too) each read consumed."""
 
-    def __init__(self, paths: list[str | Path], stop: threading.Event | None = None) -> None:
+    def __init__(self, paths: list[str | Path], stop: threading.Event | None = None,
+                 on_read: Callable[[int], None] = lambda n: None) -> None:
         self.stop = stop or threading.Event()
         self.paths = [Path(p) for p in paths]
-        missing = [str(p) for p in self.paths if not p.is_file()]
+        self.on_read = on_read
+        missing = [p for p in self.paths if not p.is_file()]
         if missing:
-            raise FileNotFoundError(f"source file(s) not found: {', '.join(missing)}")
+            raise FileNotFoundError(_not_found(missing))
+
+    def lines(self) -> int:
+        """The lines of the files, as reading them counts them (a last line without a newline too)."""
+        total = 0
+        for path in self.paths:
+            with path.open("rb") as handle:
+                last = b"\n"
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    total += chunk.count(b"\n")
+                    last = chunk[-1:]
+            total += last != b"\n"
+        return total
 
     def list_parts(self) -> list[str]:
         return [str(p) for p in self.paths]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _FilePartition:
-        return _FilePartition(Path(for_part), resume_state or 0, self.stop)
+        return _FilePartition(Path(for_part), resume_state or 0, self.stop, self.on_read)
+
+
+def _not_found(paths: list[Path]) -> str:
+    """Which files are missing and where Vigil looked for them (a config file's relative paths are resolved against
+    its folder when it is read; one given with --set or VIGIL_* is relative to the current directory)."""
+    return "source file(s) not found: " + ", ".join(
+        str(path) if path.is_absolute() else f"{path} (looked for {path.absolute()}, relative to the current directory)"
+        for path in paths) + "; a relative source.path in a config file is relative to that file"
