@@ -5,6 +5,7 @@ Both are msgspec structs, so the pipeline encodes and decodes them without per-f
 from __future__ import annotations
 
 import hashlib
+import math
 from datetime import datetime, timedelta, timezone
 from typing import Annotated
 
@@ -112,6 +113,33 @@ def epoch_ms(moment: datetime) -> int:
     1767225600999
     """
     return (moment - _EPOCH) // _MILLISECOND
+
+
+# Epoch numbers: milliseconds per unit, and the plausible range that says a unit was misdeclared.
+MS_PER_UNIT = {"s": 1000, "ms": 1, "us": 1e-3, "ns": 1e-6}
+EPOCH_DIVISOR = {"ms": 1, "us": 1000, "ns": 1_000_000}
+YEAR_2000_MS, YEAR_2100_MS = 946_684_800_000, 4_102_444_800_000
+
+
+def epoch_number_ms(value: int | float, unit: str) -> int:
+    """Epoch milliseconds of a finite number of ``unit``, to the nearest (halves up); integers exactly, as an epoch in
+    nanoseconds has more digits than a float holds.
+
+    >>> epoch_number_ms(1764583200, "s"), epoch_number_ms(1764583200123500, "us"), epoch_number_ms(1.5, "ms")
+    (1764583200000, 1764583200124, 2)
+    """
+    if value.__class__ is int:
+        return value * 1000 if unit == "s" else (value + EPOCH_DIVISOR[unit] // 2) // EPOCH_DIVISOR[unit]
+    return math.floor(value * MS_PER_UNIT[unit] + 0.5)
+
+
+def plausible_unit(value: float) -> str | None:
+    """The unit under which the epoch number ``value`` falls between 2000 and 2100, if one does.
+
+    >>> plausible_unit(1764583200), plausible_unit(1764583200000), plausible_unit(1.7645832e18), plausible_unit(0.42)
+    ('s', 'ms', 'ns', None)
+    """
+    return next((unit for unit, scale in MS_PER_UNIT.items() if YEAR_2000_MS <= value * scale <= YEAR_2100_MS), None)
 
 
 def parse_ts_ms(text: str) -> int:

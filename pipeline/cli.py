@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from importlib import resources
@@ -11,8 +12,9 @@ from pathlib import Path
 
 from pipeline.config import DEFAULT_CONFIG, ConfigError, ConfigIssue, load_config
 from pipeline.evaluation.score import DETECTORS as SCORE_DETECTORS
+from pipeline.evaluation.score import TIMESTAMP_UNITS as SCORE_TIMESTAMP_UNITS
 from operators.registry import OperatorFailuresExceeded
-from pipeline.engine.kafka import BrokerWaitStopped, DeliveryError, quiet_client_logs
+from pipeline.engine.kafka import BrokerUnreachable, BrokerWaitStopped, DeliveryError, quiet_client_logs
 from pipeline.engine.resources import ResourceError
 
 # The keys of pipeline.evaluation.tabular.DETECTORS, whose module imports torch: a test keeps the two equal.
@@ -20,6 +22,19 @@ TABULAR_DETECTORS = ["knn-rshash", "knn", "iforest", "xstream", "loda", "rshash"
                      "river-hst", "zscore"]
 
 log = logging.getLogger("vigil")
+
+
+class _PrintVersion(argparse.Action):
+    """``--version``: the installed package's version, looked up only when asked (reading package metadata is slow)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args) -> None:
+        from pipeline.engine.metrics import _version  # the version vigil_build reports
+
+        print(f"vigil {_version()}")
+        parser.exit()
 
 
 def _add_common(parser: argparse.ArgumentParser, config_required: bool) -> None:
@@ -49,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="log verbosity (default INFO)")
+    parser.add_argument("--version", action=_PrintVersion, help="print vigil's version and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                      help="what to do (each has its own --help)")
 
@@ -75,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the configured source through the operators into the configured sinks. A Kafka source "
         "in tail mode runs until SIGTERM or SIGINT, which stop it cleanly (in-flight batches finish, sinks flush, "
         "a final snapshot is taken). A file source, or a Kafka source in bounded mode, ends at the end of its input "
-        "and writes its file outputs in source order. Several processes form one cluster with -i and -a.",
+        "and writes its file outputs in source order; it exits 1 when it could decode none of its events. A summary of "
+        "the events, dead letters and alerts goes to stdout at the end (to stderr when a sink writes to stdout). "
+        "Several processes form one cluster with -i and -a.",
     )
     _add_common(run, config_required=True)
     _add_brokers(run)
@@ -86,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-a", "--addresses", metavar="HOST:PORT;...",
                      help="every cluster process's host:port for Bytewax's exchange, separated by ';', "
                      "the same list and order in every process")
+    run.add_argument("--no-progress", action="store_true",
+                     help="do not draw the progress bar of a bounded run (drawn by a single process only)")
 
     replay = commands.add_parser(
         "replay", help="run the operators over a bounded slice of historical Kafka topics",
@@ -173,9 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
     score = commands.add_parser(
         "score", help="an anomaly score per row of a CSV time series",
         description="Stream a CSV time series through a detector, causally (a row's score depends on the rows before "
-        "it only), and write timestamp,value,anomaly_score with the score in [0, 1].")
+        "it only), and write timestamp,value,anomaly_score (timestamp,key,value,anomaly_score with --key) with the "
+        "score in [0, 1].")
     score.add_argument("--input", required=True, metavar="FILE", help="CSV with a header")
     score.add_argument("--timestamp-column", default="timestamp", metavar="C", help="default timestamp")
+    score.add_argument("--timestamp-unit", default="rfc3339", choices=list(SCORE_TIMESTAMP_UNITS),
+                       help="rfc3339 (default): ISO 8601 dates and times, e.g. 2014-04-10 07:15:00 or "
+                       "2026-01-01T00:00:00Z; s, ms, us or ns: epoch numbers in that unit")
     score.add_argument("--value-column", default="value", metavar="V", help="default value")
     score.add_argument("--key", metavar="K", help="a column naming the series of each row (one detector state each)")
     score.add_argument("--detector", default="metric_stream", choices=list(SCORE_DETECTORS),
@@ -194,14 +218,36 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--threshold", type=float, help="the detection threshold drawn and applied to vigil score outputs")
     report.add_argument("--max-series", type=int, default=12, help="series plotted at most (default 12)")
 
+    init = commands.add_parser(
+        "init", help="write a first config inferred from a sample of your events",
+        description="Read a sample of JSON events (a JSON-lines file, or the first records of a Kafka topic), infer "
+        "their shape (preset; for flat JSON the entity key, the event time and its unit; the numeric fields) and "
+        "write a short commented config with an outlier and a drift operator on those fields and file sinks. What "
+        "was inferred, and why, goes to stderr, one line each.",
+    )
+    init_sample = init.add_mutually_exclusive_group(required=True)
+    init_sample.add_argument("--sample", metavar="FILE", help="JSON lines, one event per line")
+    init_sample.add_argument("--topic", metavar="TOPIC", help="read the sample from this Kafka topic, from the beginning")
+    _add_brokers(init)
+    init.add_argument("--records", type=int, default=10_000, metavar="N", help="records to read (default 10000)")
+    init.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                      help="--topic: stop reading after this long, with fewer records (default 10)")
+    init.add_argument("--output", "-o", default="vigil.toml", metavar="FILE",
+                      help="the config to write, '-' for stdout (default vigil.toml)")
+    init.add_argument("--force", action="store_true", help="overwrite --output if it exists")
+
     config = commands.add_parser("config", help="check or print configuration", description="Configuration helpers.")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION",
                                             help="check a file or print the example")
     check = config_commands.add_parser(
         "check", help="validate a config file, reporting every error with its key",
-        description="Validate FILE with environment and --set overrides applied. Exit 0 when valid, 2 otherwise.",
+        description="Validate FILE with environment and --set overrides applied. With --sample, also decode a sample "
+        "as a run would and report the dead letters by reason and every operator field no decoded event holds. Exit "
+        "0 when valid (and the whole sample decodes with every field), 1 when the sample does not, 2 when FILE is "
+        "not valid.",
     )
     check.add_argument("file", metavar="FILE", help="TOML configuration file")
+    check.add_argument("--sample", metavar="SAMPLE", help="JSON lines to decode with the config's schema")
     check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override one key before checking")
     config_commands.add_parser(
@@ -240,12 +286,14 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    quiet_client_logs(logging.getLevelName(args.log_level))
     try:
+        args = build_parser().parse_args(argv)  # in here: --help and --version print too
+        logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        quiet_client_logs(logging.getLevelName(args.log_level))
         if args.command == "config":
             return _config_command(args)
+        if args.command == "init":
+            return _init_command(args)
         if args.command == "evaluate" and args.evaluate_kind == "fairness":
             return _fairness_command(args)
         if args.command == "evaluate" and args.evaluate_kind == "nab":
@@ -274,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OperatorFailuresExceeded, DeliveryError) as error:
         log.error("stopping: %s", error)
         return 1
-    except ResourceError as error:
+    except (ResourceError, BrokerUnreachable) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except ConfigError as error:
@@ -283,12 +331,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        return _stdout_closed()
     except KeyboardInterrupt:
         return 130
+    finally:
+        try:
+            sys.stdout.flush()  # now, where a closed pipe is handled, rather than at exit, where it is an ignored traceback
+        except BrokenPipeError:
+            sys.exit(_stdout_closed())
+
+
+def _stdout_closed() -> int:
+    """The reader of our output went away (``vigil config params | head -1``): the rest goes to /dev/null, so that
+    nothing fails again at exit, and the exit status is a SIGPIPE death's, as a shell reports it."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 141
 
 
 def _run_command(args: argparse.Namespace, config) -> int:
-    from pipeline.engine.runner import Cluster, is_bounded, run_pipeline
+    from pipeline.engine.progress import Progress
+    from pipeline.engine.runner import Cluster, configured_source, is_bounded, run_pipeline
+    from pipeline.engine.summary import dead_letters_at, format_counts, summarize
 
     addresses = [a.strip() for a in args.addresses.split(";") if a.strip()] if args.addresses else None
     if (args.process_id is None) != (addresses is None):
@@ -296,9 +360,26 @@ def _run_command(args: argparse.Namespace, config) -> int:
     if addresses and not 0 <= args.process_id < len(addresses):
         raise ValueError(f"-i {args.process_id} is not an index into the {len(addresses)} addresses given with -a")
     cluster = Cluster(workers=args.workers, process_id=args.process_id, addresses=addresses)
-    report = run_pipeline(config, bounded=is_bounded(config), cluster=cluster)
+    bounded = is_bounded(config)
+    # A process reads only its share of the input, whose size it does not know: one process draws it.
+    progress = Progress(0, label="records", enabled=bounded and cluster.processes == 1 and not args.no_progress)
+    source = lambda metrics: configured_source(  # noqa: E731
+        config, metrics, progress.advance, on_size=progress.start if progress.enabled else None)
+    try:
+        report = run_pipeline(config, source, bounded=bounded, cluster=cluster)
+    finally:
+        progress.close()
+    summary = summarize(report)
+    sinks = (config.sinks.alerts, config.sinks.dead_letters, config.sinks.scores)
+    print("\n".join([f"Vigil run summary (run dir {summary['run_dir']})", *format_counts(summary)]),
+          file=sys.stderr if any(sink.type == "stdout" for sink in sinks) else sys.stdout)  # stdout's JSON lines stay so
     log.info("run %s after %.1f s; outputs in %s", "stopped" if report.stopped else "finished",
              report.elapsed_seconds, report.run_dir)
+    if bounded and summary["invalid_events"] and not summary["valid_events"]:
+        reason, count = max(summary["invalid_by_reason"].items(), key=lambda item: item[1])
+        log.error("no event could be decoded: %d were dead-lettered, top reason %s (%d); the dead letters %s",
+                  summary["invalid_events"], reason, count, dead_letters_at(config, report))
+        return 1
     return 0
 
 
@@ -382,7 +463,7 @@ def _fairness_command(args: argparse.Namespace) -> int:
 def _score_command(args: argparse.Namespace) -> int:
     from pipeline.evaluation.score import read_series, score_series, write_scores
 
-    table = read_series(args.input, args.timestamp_column, args.value_column, args.key)
+    table = read_series(args.input, args.timestamp_column, args.value_column, args.key, args.timestamp_unit)
     for problem in table.problems:
         print(f"warning: {args.input}: {problem}", file=sys.stderr)
     scores = score_series(table, args.detector)
@@ -431,14 +512,61 @@ def _config_command(args: argparse.Namespace) -> int:
         return 0
     if args.config_command == "params":
         return _print_params(args.type)
+    from operators.registry import OperatorChain
+    from pipeline.engine.schema import compile_schema
+
     try:
-        load_config(args.file, args.overrides)
+        config = load_config(args.file, args.overrides)
+        inputs = OperatorChain.build(config.operator_specs(), max_entities=1)
+        try:  # the schema compiles as a run would compile it (the config model cannot see the decoders' rules)
+            compile_schema(config.source.schema, inputs.numeric_inputs, inputs.text_inputs)
+        except ValueError as error:
+            key, _, message = str(error).partition(": ")
+            issue = ConfigIssue(key, message) if key.startswith("source.schema") else ConfigIssue("source.schema", str(error))
+            raise ConfigError([issue], args.file) from None
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"{args.file}: OK")
-    return 0
+    if args.sample is None:
+        return 0
+    from pipeline.init import check_sample
 
+    report = check_sample(config, args.sample)
+    print("\n".join(report.lines()))
+    return 0 if report.ok else 1
+
+
+
+def _init_command(args: argparse.Namespace) -> int:
+    import shlex
+
+    from pipeline.init import infer, read_file_sample, read_topic_sample, render
+
+    if bool(args.topic) != bool(args.bootstrap_servers):
+        raise ValueError("--topic and --bootstrap-servers go together")
+    if args.records < 1:
+        raise ValueError("--records must be at least 1")
+    output = None if args.output == "-" else Path(args.output)
+    if output is not None and output.exists() and not args.force:
+        raise ValueError(f"{output} exists; pass --force to overwrite it")
+    if args.topic:
+        servers = [server.strip() for server in args.bootstrap_servers.split(",") if server.strip()]
+        sample = read_topic_sample(args.topic, servers, args.records, args.timeout)
+    else:
+        sample = read_file_sample(args.sample, args.records)
+    inference = infer(sample)
+    for note in inference.notes:
+        print(note, file=sys.stderr)
+    text = render(inference, sample)
+    if output is None:
+        sys.stdout.write(text)
+        return 0
+    output.write_text(text)
+    check = f"vigil config check {shlex.quote(str(output))}" + ("" if args.topic else f" --sample {shlex.quote(sample.origin)}")
+    print(f"wrote {output}: check it with `{check}`, run it with `vigil run --config {shlex.quote(str(output))}`",
+          file=sys.stderr)
+    return 0
 
 
 def _print_params(only: str | None) -> int:

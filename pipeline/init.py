@@ -22,11 +22,11 @@ import msgspec
 import numpy as np
 
 from operators.batch import FILE_PARTITION
-from operators.event import format_ts, parse_ts_ms
+from operators.event import MS_PER_UNIT, format_ts, parse_ts_ms, plausible_unit
 from operators.registry import OperatorChain
 from pipeline.config import KAFKA_KEY, KAFKA_TIMESTAMP, PRESET_DEFAULTS, Config
 from pipeline.engine.decode import DeadLetter, RecordBatch
-from pipeline.engine.schema import MAP_PATH, MS_PER_UNIT, SAMPLE_NAME, SAMPLE_VALUE, compile_schema, plausible_unit
+from pipeline.engine.schema import MAP_PATH, SAMPLE_NAME, SAMPLE_VALUE, compile_schema
 
 TIME_NAMES = ("ts", "time", "timestamp", "@timestamp", "date")
 KEY_SHARE = 0.5  # an entity key has at most this share of the records as distinct values (more: ids, not entities)
@@ -208,16 +208,6 @@ def detect_preset(records: Sequence[dict]) -> tuple[str, str]:
     return "flat", "no vigil, prometheus, telegraf or otlp envelope: fields anywhere in a JSON object"
 
 
-def _epoch_unit(value: float) -> str | None:
-    """The unit under which an epoch number falls between 2000 and 2100, if one does.
-
-    >>> _epoch_unit(1796119200), _epoch_unit(1796119200000), _epoch_unit(1.7961192e18), _epoch_unit(0.42)
-    ('s', 'ms', 'ns', None)
-    """
-    # plausible_unit names a unit other than the one asked about: asking about two units finds any of them.
-    return plausible_unit(value * MS_PER_UNIT["s"], "s") or plausible_unit(value, "ms")
-
-
 def _is_rfc3339(text: str) -> bool:
     try:
         parse_ts_ms(text)
@@ -231,7 +221,7 @@ def _time_unit(leaf: _Leaf) -> str | None:
     if leaf.strings and len(leaf.strings) == leaf.present:
         return "rfc3339" if all(map(_is_rfc3339, leaf.strings)) else None
     if leaf.numbers and len(leaf.numbers) == leaf.present:
-        units = {_epoch_unit(min(leaf.numbers)), _epoch_unit(max(leaf.numbers))}
+        units = {plausible_unit(min(leaf.numbers)), plausible_unit(max(leaf.numbers))}
         return units.pop() if len(units) == 1 else None
     return None
 

@@ -20,7 +20,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pipeline.engine.shutdown import STOP
@@ -40,6 +40,15 @@ class BrokerWaitStopped(RuntimeError):
     """Raised when a stop was requested while waiting for the brokers."""
 
 
+class BrokerUnreachable(RuntimeError):
+    """A bounded run or replay could not reach the brokers (or find its topics) in :data:`BOUNDED_ATTEMPTS` tries: it
+    ends with one line rather than wait, as a tailing run does, for as long as they take to come."""
+
+
+# About 30 s with the default back-off (0.5 s doubling) and kafka-python's 2 s per failed bootstrap.
+BOUNDED_ATTEMPTS = 6
+
+
 class DeliveryError(RuntimeError):
     """The broker did not take a record within librdkafka's ``message.timeout.ms`` (retries included; 5 minutes unless
     ``[kafka.producer]`` says otherwise): the run stops rather than drop it. Nothing written after the last snapshot
@@ -56,6 +65,7 @@ class KafkaSettings:
     """Client settings for librdkafka (hot path) and kafka-python (admin and planning)."""
 
     config: KafkaConfig
+    attempts: int | None = None  # tries before :meth:`retry` gives up (BrokerUnreachable); None: until stopped
 
     @property
     def servers(self) -> str:
@@ -139,7 +149,8 @@ class KafkaSettings:
         """Call ``attempt`` until it succeeds, backing off exponentially on connection errors.
 
         Each failure is one log line (no traceback): what failed, why, and when the next try is.
-        A stop request (:data:`pipeline.engine.shutdown.STOP`) ends the wait.
+        A stop request (:data:`pipeline.engine.shutdown.STOP`) ends the wait, and so does the last of
+        :attr:`attempts`, with :class:`BrokerUnreachable`.
         """
         from kafka.errors import KafkaError
 
@@ -149,6 +160,10 @@ class KafkaSettings:
                 return attempt()
             except (KafkaError, OSError, NotReady) as error:
                 self.check_tls()
+                if number == self.attempts:
+                    raise BrokerUnreachable(
+                        f"could not {what} at {self.describe()} in {number} attempts (last: {_reason(error)}); a bounded "
+                        "run or replay gives up (check kafka.bootstrap_servers or --bootstrap-servers, and the topics)") from None
                 log.warning("could not %s at %s (attempt %d: %s); retrying in %.1f s",
                             what, self.describe(), number, _reason(error), delay)
             if STOP.wait(delay):
@@ -451,7 +466,10 @@ def committed_offsets(consumer: KafkaConsumer, partitions: list) -> dict:
 
 def plan_live(settings: KafkaSettings, topics: list[str], *, mode: str, start: str, group_id: str) -> list[PartitionPlan]:
     """Partitions of a live run: where each starts when the recovery store has no position for it,
-    and, in bounded mode, the end offsets captured now."""
+    and, in bounded mode, the end offsets captured now. A bounded run waits :data:`BOUNDED_ATTEMPTS` tries for
+    the brokers, a tailing one until they come."""
+    if mode == "bounded":
+        settings = replace(settings, attempts=BOUNDED_ATTEMPTS)
     consumer = settings.planning_consumer(group_id=group_id or None)
     try:
         partitions = topic_partitions(consumer, settings, topics)
@@ -475,8 +493,10 @@ def plan_slice(settings: KafkaSettings, topics: list[str], *, from_ts: int | Non
     """A bounded slice for a replay: from the beginning, a time or given offsets, to a time or the end.
 
     Starting from a time seeks with offsets-for-times and then also drops records older than the time,
-    because some brokers' time index is coarse (Tansu answers with the earliest offset).
+    because some brokers' time index is coarse (Tansu answers with the earliest offset). The brokers get
+    :data:`BOUNDED_ATTEMPTS` tries, as a bounded run's.
     """
+    settings = replace(settings, attempts=BOUNDED_ATTEMPTS)
     consumer = settings.planning_consumer()
     try:
         partitions = topic_partitions(consumer, settings, topics)

@@ -5,6 +5,8 @@ kernel names, devices); entity keys never become label values.
 """
 from __future__ import annotations
 
+import errno
+
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest, start_http_server
 
@@ -13,6 +15,7 @@ from operators.base import Operator
 from operators.batch import P_VALUE_SUFFIX
 from pipeline.engine.decode import REASONS
 from pipeline.engine.kafka import BROKERS
+from pipeline.engine.resources import ResourceError
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 # Event lag spans live consumption (milliseconds) to replays of history (days to a year).
@@ -57,8 +60,17 @@ OPERATOR_FAMILIES: dict[str, tuple[type, str, tuple[str, ...]]] = {
 }
 
 
+class MetricsPortError(ResourceError):
+    """The metrics endpoint cannot listen where the config says (a port in use, an address not of this host)."""
+
+
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None, *, replay: bool = False) -> None:
+    """The run's metrics. Those that would describe nothing are not exported: ``vigil_broker_up`` without ``kafka``
+    (a constant 1 would claim brokers that are not there), the snapshot metrics without a ``recovery`` store (Bytewax
+    still snapshots every epoch, but keeps nothing); their objects still take observations."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, *, replay: bool = False, kafka: bool = True,
+                 recovery: bool = True) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.events = Counter("vigil_events_total", "Records read, by decode outcome (ignored: samples of metrics that "
@@ -110,10 +122,10 @@ class Metrics:
         )
         self.snapshot_seconds = Histogram(
             "vigil_snapshot_seconds", "Time to snapshot one shard's state for recovery.", buckets=SNAPSHOT_BUCKETS,
-            registry=r)
+            registry=r if recovery else None)
         self.last_snapshot = Gauge(
             "vigil_last_snapshot_timestamp_seconds", "Unix time of this process's latest state snapshot (one per epoch, "
-            "kept in the recovery store when there is one); 0 before the first.", registry=r)
+            "kept in the recovery store); 0 before the first.", registry=r if recovery else None)
         self.entities = Gauge("vigil_entities", "Entities with live state, over this process's shards.", registry=r)
         self.entities_evicted = Counter(
             "vigil_entities_evicted_total", "Entities whose state was freed, by rule (ttl: idle too long in event time; "
@@ -125,9 +137,9 @@ class Metrics:
         self._live_entities: dict[int, int] = {}
         self.build = Info("vigil_build", "Vigil build information.", registry=r)
         self.build.info({"version": _version()})
-        # Broker reachability as librdkafka's clients see it (pipeline.engine.kafka.BROKERS); 1 without Kafka.
+        # Broker reachability as librdkafka's clients see it (pipeline.engine.kafka.BROKERS).
         self.broker_up = Gauge("vigil_broker_up", "1 while every Kafka broker this process uses is reachable, 0 during "
-                               "an outage.", registry=r)
+                               "an outage.", registry=r if kafka else None)
         self.broker_up.set_function(BROKERS.up)
         for outcome in ("valid", "invalid"):
             self.events.labels(outcome)
@@ -187,7 +199,13 @@ class Metrics:
 
     def serve(self, host: str, port: int):
         """Start the HTTP endpoint; returns the server so the caller can shut it down."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        try:
+            server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as error:
+            what = (f"metrics port {host}:{port} is in use" if error.errno == errno.EADDRINUSE
+                    else f"cannot serve metrics on {host}:{port} ({error.strerror or error})")
+            raise MetricsPortError(f"{what}: choose another port with --metrics-port (metrics.port) or address with "
+                                   "--metrics-host (metrics.host), or run without the endpoint with --no-metrics") from None
         return server
 
     def exposition(self) -> bytes:

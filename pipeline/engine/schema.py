@@ -43,7 +43,8 @@ import msgspec
 import numpy as np
 
 from operators.batch import Batch, _objects
-from operators.event import AwareDatetime, Event, FieldValue, Label, SourcePosition, epoch_ms
+from operators.event import (EPOCH_DIVISOR, MS_PER_UNIT, YEAR_2000_MS, YEAR_2100_MS, AwareDatetime, Event, FieldValue,
+                             Label, SourcePosition, epoch_ms, epoch_number_ms, plausible_unit)
 from pipeline.config import KAFKA_KEY, KAFKA_TIMESTAMP, SchemaConfig
 from pipeline.engine.decode import _MAX_TS_MS, DeadLetter, RecordBatch, _reason_for, decode_batch, decode_event
 
@@ -52,12 +53,7 @@ log = logging.getLogger("vigil")
 LAYOUTS = {"vigil": "vigil", "flat": "paths", "telegraf": "map", "prometheus": "sample", "otlp": "otlp"}
 MAP_PATH = "fields"  # telegraf's fields object
 SAMPLE_NAME, SAMPLE_VALUE = "name", "value"  # the Prometheus adapters' metric name and value
-MS_PER_UNIT = {"s": 1000, "ms": 1, "us": 1e-3, "ns": 1e-6}
-_YEAR_2000_MS, _YEAR_2100_MS = 946_684_800_000, 4_102_444_800_000
 _MAX_KEY = 1024
-# Integer epochs convert exactly, rounding to the nearest millisecond (halves up), as floats do.
-_DIVISOR = {"ms": 1, "us": 1000, "ns": 1_000_000}
-_HALF = {"ms": 0, "us": 500, "ns": 500_000}
 
 KeyPart = Annotated[str, msgspec.Meta(max_length=_MAX_KEY)] | int
 Timestamp = AwareDatetime | int | float
@@ -67,18 +63,6 @@ class Decoded(NamedTuple):
     batch: Batch
     dead: list[DeadLetter]
     ignored: int  # valid samples of metrics that no operator reads
-
-
-def plausible_unit(ts_ms: float, unit: str) -> str | None:
-    """The unit under which an epoch number read as ``unit`` would fall between 2000 and 2100, if another does.
-
-    >>> plausible_unit(1764583200 * 1000 / 1000, "ms"), plausible_unit(1764583200000, "ms")
-    ('s', None)
-    """
-    if _YEAR_2000_MS <= ts_ms <= _YEAR_2100_MS:
-        return None
-    raw = ts_ms / MS_PER_UNIT[unit]
-    return next((name for name, scale in MS_PER_UNIT.items() if _YEAR_2000_MS <= raw * scale <= _YEAR_2100_MS), None)
 
 
 class _Row(NamedTuple):
@@ -245,19 +229,16 @@ class SchemaDecoder:
         elif self.unit == "rfc3339":
             raise _Bad("bad_timestamp", f"timestamp {value!r} is a number but time_unit is rfc3339 (declare s, ms, "
                        f"us or ns{self._unit_hint(value)})")
-        elif value.__class__ is int:
-            ts_ms = value * 1000 if self.unit == "s" else (value + _HALF[self.unit]) // _DIVISOR[self.unit]
+        elif value.__class__ is float and not math.isfinite(value * MS_PER_UNIT[self.unit]):
+            raise _Bad("bad_timestamp", f"timestamp {value!r} is not finite")
         else:
-            scaled = value * MS_PER_UNIT[self.unit]
-            if not math.isfinite(scaled):
-                raise _Bad("bad_timestamp", f"timestamp {value!r} is not finite")
-            ts_ms = int(math.floor(scaled + 0.5))
+            ts_ms = epoch_number_ms(value, self.unit)
         if not 0 <= ts_ms <= _MAX_TS_MS:
             raise _Bad("bad_timestamp", f"timestamp {value!r} ({self.unit}) is outside 1970..9999")
         return ts_ms
 
     def _unit_hint(self, value: float) -> str:
-        unit = plausible_unit(value, "ms")
+        unit = plausible_unit(value)
         return f"; {unit} would put it between 2000 and 2100" if unit else ""
 
     def _fields(self, wire: Any) -> dict[str, FieldValue] | None:
@@ -437,7 +418,8 @@ class SchemaDecoder:
             if values.dtype.kind == "i" and self.unit == "s":
                 ts_ms = values * 1000
             elif values.dtype.kind == "i":
-                ts_ms = (values + _HALF[self.unit]) // _DIVISOR[self.unit]
+                divisor = EPOCH_DIVISOR[self.unit]
+                ts_ms = (values + divisor // 2) // divisor
             elif values.dtype.kind == "f":
                 ts_ms = np.floor(values * MS_PER_UNIT[self.unit] + 0.5)
                 if not np.isfinite(ts_ms).all() or (len(ts_ms) and np.abs(ts_ms).max() > _MAX_TS_MS):
@@ -461,9 +443,9 @@ class SchemaDecoder:
             return
         self.warned_unit = True
         first = float(batch.ts_ms[0])
-        if _YEAR_2000_MS <= first <= _YEAR_2100_MS:
+        if YEAR_2000_MS <= first <= YEAR_2100_MS:
             return
-        unit = plausible_unit(first, self.unit) if self.unit in MS_PER_UNIT else None
+        unit = plausible_unit(first / MS_PER_UNIT[self.unit]) if self.unit in MS_PER_UNIT else None
         where = "the Kafka record timestamps" if self.kafka_time else f"{self.schema.time!r}"
         log.warning("the first event times (%s, read as time_unit = %r) fall in %s, outside 2000..2100; %s", where,
                     self.unit, np.datetime64(int(first), "ms").astype("datetime64[D]"),
