@@ -13,7 +13,7 @@ import difflib
 import json
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from operators.event import MS_PER_UNIT, format_ts, parse_ts_ms, plausible_unit
 from operators.registry import OperatorChain
 from pipeline.config import KAFKA_KEY, KAFKA_TIMESTAMP, PRESET_DEFAULTS, Config
 from pipeline.engine.decode import DeadLetter, RecordBatch
+from pipeline.engine.fields import Leaf, leaf_paths, sample_fields
 from pipeline.engine.schema import MAP_PATH, SAMPLE_NAME, SAMPLE_VALUE, compile_schema
 
 TIME_NAMES = ("ts", "time", "timestamp", "@timestamp", "date")
@@ -123,79 +124,6 @@ def read_topic_sample(topic: str, servers: Sequence[str], limit: int, timeout: f
     return Sample(topic, *_parse(payloads), servers=list(servers), kafka_keys=bool(keys) and None not in keys)
 
 
-# ---- the sample's fields ----
-
-
-@dataclass
-class _Leaf:
-    """A path's values over the records: how many records have it, and its numbers and strings."""
-
-    present: int = 0
-    numbers: list[float] = field(default_factory=list)
-    strings: list[str] = field(default_factory=list)
-
-    def add(self, value: Any) -> None:
-        self.present += 1
-        if isinstance(value, str):
-            self.strings.append(value)
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            self.numbers.append(value)
-
-    @property
-    def kind(self) -> str | None:
-        if self.numbers and len(self.numbers) >= len(self.strings):
-            return "number"
-        return "text" if self.strings else None
-
-
-def _walk(record: dict, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    for name, value in record.items():
-        if isinstance(value, dict):
-            yield from _walk(value, f"{prefix}{name}.")
-        else:
-            yield prefix + name, value
-
-
-def _leaves(records: Iterable[dict]) -> dict[str, _Leaf]:
-    """Every leaf path (nested names dotted) of the records, in order of first appearance."""
-    leaves: dict[str, _Leaf] = {}
-    for record in records:
-        for path, value in _walk(record):
-            leaves.setdefault(path, _Leaf()).add(value)
-    return leaves
-
-
-def _children(objects: Iterable[dict], key: str) -> Iterator[dict]:
-    for obj in objects:
-        value = obj.get(key)
-        if isinstance(value, list):
-            yield from (item for item in value if isinstance(item, dict))
-
-
-def _sample_value(value: Any) -> Any:
-    """A Prometheus sample's value as the schema reads it: a number, or a number as text."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return value
-
-
-def sample_fields(preset: str, records: Sequence[dict]) -> dict[str, str]:
-    """The field names the records hold under ``preset``, each with its kind (number or text), in order: what
-    operators could name."""
-    if preset == "otlp":
-        metrics = _children(_children(_children(records, "resourceMetrics"), "scopeMetrics"), "metrics")
-        return {name: "number" for name in dict.fromkeys(m.get("name") for m in metrics) if isinstance(name, str)}
-    if preset in ("vigil", "telegraf"):
-        leaves = _leaves(r[MAP_PATH] for r in records if isinstance(r.get(MAP_PATH), dict))
-    elif preset == "prometheus":
-        leaves = _leaves({r[SAMPLE_NAME]: _sample_value(r.get(SAMPLE_VALUE))} for r in records
-                         if isinstance(r.get(SAMPLE_NAME), str))
-    else:
-        leaves = _leaves(records)
-    return {path: leaf.kind for path, leaf in leaves.items() if leaf.kind}
-
-
 # ---- inference ----
 
 
@@ -216,7 +144,7 @@ def _is_rfc3339(text: str) -> bool:
     return True
 
 
-def _time_unit(leaf: _Leaf) -> str | None:
+def _time_unit(leaf: Leaf) -> str | None:
     """rfc3339 when every value is an RFC 3339 time, else the one epoch unit all values fall in, if any."""
     if leaf.strings and len(leaf.strings) == leaf.present:
         return "rfc3339" if all(map(_is_rfc3339, leaf.strings)) else None
@@ -226,13 +154,13 @@ def _time_unit(leaf: _Leaf) -> str | None:
     return None
 
 
-def _span(leaf: _Leaf, unit: str) -> str:
+def _span(leaf: Leaf, unit: str) -> str:
     """The dates the epoch numbers of ``leaf`` cover under ``unit``."""
     first, last = (format_ts(round(value * MS_PER_UNIT[unit]))[:10] for value in (min(leaf.numbers), max(leaf.numbers)))
     return first if first == last else f"{first}..{last}"
 
 
-def _time(leaves: dict[str, _Leaf], records: int) -> tuple[str, str, str]:
+def _time(leaves: dict[str, Leaf], records: int) -> tuple[str, str, str]:
     """The event time's path and unit, and why: among the paths every record has with RFC 3339 times or epoch
     numbers, one named like a time first, then text (numbers in the epoch range can be a coincidence)."""
     found = []
@@ -254,7 +182,7 @@ def _time(leaves: dict[str, _Leaf], records: int) -> tuple[str, str, str]:
     return path, unit, "; ".join(why)
 
 
-def _key(leaves: dict[str, _Leaf], records: int, time_path: str, kafka_keys: bool) -> tuple[list[str], str]:
+def _key(leaves: dict[str, Leaf], records: int, time_path: str, kafka_keys: bool) -> tuple[list[str], str]:
     """The entity key and why: the text field, in every record, with the most distinct values that can still be
     entities (2 .. ``KEY_SHARE`` of the records; not times, ids or free text); one with a single value (one entity)
     when none has more; the Kafka records' keys when no payload field names an entity."""
@@ -317,7 +245,7 @@ def infer(sample: Sample) -> Inference:
         notes.append(f"skipped: {sample.skipped} records that are not JSON objects")
     schema: dict[str, Any] = {"preset": preset}
     if preset == "flat":
-        leaves = _leaves(records)
+        leaves = leaf_paths(records)
         time_path, unit, time_why = _time(leaves, len(records))
         key, key_why = _key(leaves, len(records), time_path, sample.kafka_keys)
         schema.update(key=key, time=time_path, time_unit=unit)
@@ -351,7 +279,7 @@ def _preset_time_note(preset: str, records: Sequence[dict], schema: dict[str, An
     path, unit = PRESET_DEFAULTS[preset]["time"], PRESET_DEFAULTS[preset]["time_unit"]
     if preset == "otlp":
         return f"time: each data point's {path}, {unit} (the otlp preset's)"
-    leaf = _Leaf()
+    leaf = Leaf()
     for record in records:
         leaf.add(record.get(path))
     found = _time_unit(leaf)

@@ -306,3 +306,13 @@ def test_config_check_compiles_the_schema_as_a_run_would(tmp_path):
     result = vigil("config", "check", str(path), check=False)
     assert result.returncode == 2 and "source.schema.key: 'labels.*' is not a key part" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_misspelt_nested_field_is_named_with_the_paths_the_events_have(tmp_path):
+    rows = metrics_stream(50)
+    events = write_lines(tmp_path / "flat.jsonl", [record for row in rows for record in SHAPES["flat"](row)])
+    schema = '[source.schema]\npreset = "flat"\nkey = ["host"]\ntime = "ts"\ntime_unit = "rfc3339"\n'
+    result = vigil("run", "--config", str(run_config(tmp_path / "run.toml", events, ["metrics.cpuu"], schema)),
+                   "--no-progress")
+    assert "field 'metrics.cpuu', which the operators read, is in none of the first 150 valid events" in result.stderr
+    assert "did you mean 'metrics.cpu'?" in result.stderr and "p99_ms" in result.stderr

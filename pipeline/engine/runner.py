@@ -183,7 +183,7 @@ def run_pipeline(
     try:
         with stop_on_signals() as stop:
             source = make_source(metrics) if make_source else configured_source(config, metrics)
-            watch = DecodeWatch()
+            watch = DecodeWatch(config.source.schema.preset)
             flow = build_flow(
                 source=source,
                 operator_specs=config.operator_specs(),

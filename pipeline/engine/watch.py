@@ -9,6 +9,7 @@ watch; each process checks the events it reads.
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 import threading
@@ -19,6 +20,7 @@ import numpy as np
 
 from operators.batch import Batch
 from pipeline.engine.decode import DeadLetter, RecordBatch
+from pipeline.engine.fields import sample_fields
 
 log = logging.getLogger("vigil")
 
@@ -29,26 +31,11 @@ EXAMPLE_CHARS = 60  # of a dead letter's payload, in the warning
 SCHEMA_HINT = "check [source.schema] (vigil config check CONFIG --sample FILE)"
 
 
-def field_names(payload: bytes) -> list[str]:
-    """The names of a payload's numeric and string values: those of its ``fields`` object when it has one (Vigil's
-    wire format), else its top-level ones.
-
-    >>> field_names(b'{"key": "a", "ts": 1, "fields": {"cpu": 1.5, "up": true}}'), field_names(b'{"cpu": 1, "t": [1]}')
-    (['cpu'], ['cpu'])
-    """
-    try:
-        event = msgspec.json.decode(payload)
-    except msgspec.DecodeError:
-        return []
-    fields = event.get("fields") if isinstance(event, dict) else None
-    values = fields if isinstance(fields, dict) else event if isinstance(event, dict) else {}
-    return [name for name, value in values.items() if value.__class__ in (int, float, str)]
-
-
 class DecodeWatch:
     """The checks of one run over the decode step's output."""
 
-    def __init__(self) -> None:
+    def __init__(self, preset: str = "vigil") -> None:
+        self.preset = preset  # the schema's preset, which says where a payload's field names are
         self.lock = threading.Lock()
         self.watching = True  # until both checks are done: after that a batch costs one attribute read
         self.events = 0  # read in the dead-letter window
@@ -121,7 +108,11 @@ class DecodeWatch:
         self.fields_checked = True
         if not self.unseen:
             return
-        seen = sorted({name for payload in self.recent[-SAMPLED_PAYLOADS:] for name in field_names(payload)})
+        recent = []
+        for payload in self.recent[-SAMPLED_PAYLOADS:]:
+            with contextlib.suppress(msgspec.DecodeError):
+                recent.append(msgspec.json.decode(payload))
+        seen = sorted(sample_fields(self.preset, [record for record in recent if isinstance(record, dict)]))
         for name in self.unseen:
             close = difflib.get_close_matches(name, seen, n=1)
             log.warning("field %r, which the operators read, is in none of the first %d valid events; recent events "
