@@ -316,3 +316,12 @@ def test_a_misspelt_nested_field_is_named_with_the_paths_the_events_have(tmp_pat
                    "--no-progress")
     assert "field 'metrics.cpuu', which the operators read, is in none of the first 150 valid events" in result.stderr
     assert "did you mean 'metrics.cpu'?" in result.stderr and "p99_ms" in result.stderr
+
+
+def test_a_run_of_epoch_seconds_declared_as_milliseconds_warns_once_with_the_unit_that_fits(tmp_path):
+    rows = metrics_stream(50)
+    events = write_lines(tmp_path / "flat.jsonl", [{"host": r["host"], "ts": r["ts"], "cpu": r["cpu"]} for r in rows])
+    schema = '[source.schema]\npreset = "flat"\nkey = ["host"]\ntime = "ts"\ntime_unit = "ms"\n'
+    result = vigil("run", "--config", str(run_config(tmp_path / "run.toml", events, ["cpu"], schema)), "--no-progress")
+    warnings = [line for line in result.stderr.splitlines() if "outside 2000..2100" in line]
+    assert len(warnings) == 1 and "read as time_unit = 'ms'" in warnings[0] and "time_unit = 's' would fit" in warnings[0]
