@@ -537,7 +537,6 @@ def _config_command(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-
 def _init_command(args: argparse.Namespace) -> int:
     import shlex
 
