@@ -451,14 +451,6 @@ class SchemaDecoder:
                     self.unit, np.datetime64(int(first), "ms").astype("datetime64[D]"),
                     f"time_unit = {unit!r} would fit" if unit else "check source.schema.time and time_unit")
 
-    @property
-    def needs_kafka_keys(self) -> bool:
-        return self.kafka_key
-
-    @property
-    def needs_kafka_timestamps(self) -> bool:
-        return self.kafka_time
-
 
 def _texts(values) -> np.ndarray:
     return _objects(v if v.__class__ is str else None for v in values)
