@@ -1,5 +1,6 @@
-"""Time-series anomaly detection metrics: PATE and PATE-F1, VUS-ROC and VUS-PR, point-adjusted F1, and point-wise
-ROC-AUC and average precision.
+"""Time-series anomaly detection metrics: PATE and PATE-F1, VUS-ROC and VUS-PR (TSB-UAD's and, in :func:`vus_pr`,
+TSB-AD 1.5's), point-adjusted F1, and point-wise ROC-AUC and average precision; TSB-AD's sliding-window choice
+(:func:`sliding_window`).
 
 **PATE** (Ghorbani, Reinders and Tax, KDD 2024) scores detections by their proximity to the labelled events. Around
 each event A_k = [s_k, e_k] (a maximal run of labelled points, centre c_k) lie a pre-buffer [B_k, s_k − 1] of at most
@@ -268,3 +269,114 @@ def point_adjusted_f1(y_pred, y_true) -> float:
     precision = tp / adjusted.sum() if adjusted.sum() else 0.0
     recall = tp / labels.sum() if labels.sum() else 0.0
     return float(2 * precision * recall / (precision + recall)) if precision + recall > 0 else 0.0
+
+
+def vus_pr(y_true, y_score, window: int) -> float:
+    """VUS-PR as TSB-AD 1.5 computes it (Liu and Paparrizos, NeurIPS 2024: ``get_metrics(score, labels,
+    slidingWindow=window)['VUS-PR']``, its ``RangeAUC_volume_opt``), which is not what :func:`vus` (TSB-UAD's
+    ``get_range_vus_roc``) computes: the soft-label width ℓ runs over 0 .. window (not 2·window), a label widens over
+    [s − ℓ//2, e + ℓ//2] (right side from e + 1), the expected positives are P + (soft TP − predicted event points)/2
+    (they count only the predicted part of the widening), the existence ratio counts the merged widened events, and
+    the area is the step sum Σ ΔTPR·precision (no trapezoid), over the same 250 score thresholds.
+
+    Hand-written because no numpy-only library computes it and TSB-AD pins its own stack (numpy < 2, torch); the
+    reference's loops over widths, thresholds and events become, per width, a cumulative sum of the soft labels in
+    score order and the widened events' maximum scores. ``bench/tsbad_crosscheck.py`` checks it against TSB-AD.
+
+    >>> y = np.zeros(200, dtype=int); y[50:60] = 1
+    >>> s = np.zeros(200); s[45:58] = 1
+    >>> round(vus_pr(y, s, 20), 6)  # TSB-AD 1.5: 0.8203411900972998
+    0.820341
+    """
+    labels = np.asarray(y_true) > 0
+    score = np.asarray(y_score, dtype=np.float64)
+    n, events = len(score), runs(labels)
+    if not len(events):
+        raise ValueError("VUS-PR needs at least one labelled point")
+    order = np.argsort(-score, kind="stable")
+    ranked = score[order]
+    levels = ranked[np.linspace(0, n - 1, 250).astype(int)]
+    counts = np.searchsorted(-ranked, -levels, side="right")  # points at or above each threshold
+    positives = int(labels.sum())
+    event_hits = np.cumsum(labels[order])[counts - 1]
+    starts, ends = events[:, 0], events[:, 1]
+    padded = np.r_[score, -np.inf]
+    areas = []
+    for width in range(int(window) + 1):
+        half = width // 2
+        soft = labels.astype(np.float64)
+        if half:
+            distance = np.tile(np.arange(1, half + 1), len(events))
+            weight = np.sqrt(1 - distance / width)
+            after, before = np.repeat(ends, half) + distance, np.repeat(starts, half) - distance
+            np.add.at(soft, after[after < n], weight[after < n])
+            np.add.at(soft, before[before >= 0], weight[before >= 0])
+            soft = np.minimum(soft, 1.0)
+        tp = np.cumsum(soft[order])[counts - 1]
+        expected = positives + (tp - event_hits) / 2
+        # The widened events, merged where they overlap; any predicted point in one detects it.
+        first = np.r_[0, np.flatnonzero(starts[1:] - ends[:-1] > 2 * half) + 1]
+        last = np.r_[first[1:] - 1, len(events) - 1]
+        bounds = np.column_stack([np.maximum(starts[first] - half, 0), np.minimum(ends[last] + half, n - 1) + 1])
+        peaks = np.maximum.reduceat(padded, bounds.ravel())[::2]
+        found = (peaks[None, :] >= levels[:, None]).sum(axis=1)
+        tpr = np.minimum(tp / expected, 1.0) * found / len(first)
+        areas.append(float(np.dot(np.diff(np.r_[0.0, tpr]), tp / counts)))
+    return float(np.mean(areas))
+
+
+def _fft_length(target: int) -> int:
+    """The least 2^a·3^b·5^c ≥ target: the padded length statsmodels' FFT autocovariance uses."""
+    best, five = 1 << (target - 1).bit_length(), 1
+    while five < best:
+        product = five
+        while product < best:
+            length = product
+            while length < target:
+                length *= 2
+            best, product = min(best, length), product * 3
+        five *= 5
+    return best
+
+
+def autocorrelation(values: np.ndarray, lags: int) -> np.ndarray:
+    """Sample autocorrelation at lags 0 .. ``lags`` (fewer for a short series): statsmodels'
+    ``acf(values, nlags=lags, fft=True)``, the biased autocovariance through a zero-padded FFT over its own
+    length (NaN for a constant series)."""
+    centred = np.asarray(values, dtype=np.float64) - np.mean(values)
+    n = len(centred)
+    spectrum = np.fft.fft(centred, n=_fft_length(2 * n + 1))
+    covariance = (np.fft.ifft(spectrum * np.conjugate(spectrum))[:n] / (n * np.ones(n))).real
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return covariance[:lags + 1] / covariance[0]
+
+
+def sliding_window(values: np.ndarray, rank: int = 1) -> int:
+    """The period TSB-AD uses as VUS's sliding window and its detectors' window: ``find_length_rank(values, rank)``
+    of ``TSB_AD.utils.slidingWindows``. Of the autocorrelation's local maxima at lags 3 .. 400 (first 20,000 points),
+    the highest (rank 1), or the highest at a longer lag than that one (rank 2; rank 3 repeats TSB-AD's indexing);
+    125 when there is none or it lies outside lags 6 .. 303 (noise, a constant series). A multivariate series uses its
+    first channel, as TSB-AD's benchmark passes it.
+
+    >>> sliding_window(np.sin(2 * np.pi * np.arange(1000) / 50))
+    50
+    """
+    data = np.asarray(values, dtype=np.float64)
+    data = data.reshape(len(data), -1)[:, 0] if data.ndim > 1 else data
+    if rank == 0:
+        return 1
+    correlation = autocorrelation(data[:20000], 400)[3:]
+    peaks = np.flatnonzero((correlation[1:-1] > correlation[:-2]) & (correlation[1:-1] > correlation[2:])) + 1
+    if not len(peaks):
+        return 125
+    ranked = np.argsort(correlation[peaks])[::-1]  # TSB-AD's order, ties included
+    choice = ranked[0]
+    later = [i for i in ranked[1:] if i > ranked[0]]
+    if rank == 2 and later:
+        choice = later[0]
+    if rank == 3:
+        if not later:
+            return 125
+        choice = next((i for i in ranked[later[0]:] if i > ranked[later[0]]), ranked[0])
+    lag = int(peaks[choice])
+    return lag + 3 if 3 <= lag <= 300 else 125
