@@ -56,6 +56,7 @@ from kernels.ape import ApeModel, HashedMarginal
 from operators.alerting import AlertingParams
 from operators.base import ScoringOperator
 from operators.batch import Batch
+from operators.guardrails import GuardrailParams
 from operators.params import DEVICE_PATTERN, param
 
 MISSING = "<missing>"
@@ -78,6 +79,7 @@ class ApeParams:
     seed: int = param(0, "seed of the initial embeddings and the noise draws", min=0)
     device: str = param("auto", "where the kernel runs: auto, cpu, cuda or cuda:N", pattern=DEVICE_PATTERN)
     alerting: AlertingParams = param(AlertingParams(), "the false-alarm budget and severity levels")
+    guardrails: GuardrailParams = param(GuardrailParams(), "direction, minimum deviation and valid range of an alert")
 
 
 def entity_buckets(type_name: str, value: Any, buckets: int) -> tuple[int, int]:

@@ -93,6 +93,7 @@ from kernels.state import Stateful, tensor_bytes
 from operators.alerting import AlertingParams
 from operators.base import ScoringOperator
 from operators.batch import Batch
+from operators.guardrails import GuardrailParams
 from operators.params import DEVICE_PATTERN, param
 
 SCORE_BLOCK = 64  # rows per scoring call; a multiple of 64 keeps element-wise kernels free of scalar tails
@@ -129,6 +130,7 @@ class ApreMssParams:
     seed: int = param(0, "seeds model initialisation and the reservoir; group models derive theirs from it", min=0)
     device: str = param("auto", "where the model runs: auto, cpu, cuda or cuda:N", pattern=DEVICE_PATTERN)
     alerting: AlertingParams = param(AlertingParams(), "the false-alarm budget and severity levels")
+    guardrails: GuardrailParams = param(GuardrailParams(), "direction, minimum deviation and valid range of an alert")
 
 
 class ApreMssModel(Stateful):

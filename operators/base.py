@@ -17,12 +17,14 @@ are declared with :func:`operators.params.param`, so bounds, choices and units a
   (a rate from summed counts).
 
 :class:`ScoringOperator` is the outlier operators' base: a subclass scores, the base turns scores into
-calibrated p-values and alerts (:mod:`operators.alerting`).
+calibrated p-values and alerts (:mod:`operators.alerting`), then applies the operator's guardrails
+(:mod:`operators.guardrails`).
 
 Operators never import the streaming engine: they are tested and benchmarked on plain arrays.
 """
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 from typing import Any, ClassVar, NamedTuple
 from collections.abc import Sequence
@@ -34,6 +36,7 @@ from kernels.state import Stateful
 from operators.alerting import CalibratedAlerting
 from operators.batch import P_VALUE_SUFFIX, SCORE_PREFIX, Batch
 from operators.event import Alert, alert_id, format_ts
+from operators.guardrails import GuardrailParams, Guardrails
 from operators.params import ParamError, validate
 
 
@@ -128,7 +131,8 @@ class ScoringOperator(Operator):
     It publishes the raw score as ``score:<name>`` and its calibrated p-value as ``score:<name>.p``.
     Subclasses implement :meth:`score` and :meth:`explain`, and extend :meth:`snapshot`,
     :meth:`restore`, :meth:`state_bytes` and :meth:`evict` (calling ``super()``, which covers the
-    calibration) with their scorer's state. Their ``Params`` has an ``alerting: AlertingParams`` field.
+    calibration and the guardrails) with their scorer's state. Their ``Params`` has an ``alerting: AlertingParams``
+    field and a ``guardrails: GuardrailParams`` field; default guardrails build nothing (``self.guardrails`` is None).
     """
 
     kind: ClassVar[str] = "outlier"
@@ -137,6 +141,12 @@ class ScoringOperator(Operator):
     def __init__(self, name: str, fields: Sequence[str], params: Any) -> None:
         super().__init__(name, fields, params)
         self.alerting = CalibratedAlerting(params.alerting)
+        guardrails = getattr(params, "guardrails", GuardrailParams())
+        own_reference = type(self).expected is ScoringOperator.expected
+        self.guardrails = (None if guardrails == GuardrailParams()
+                           else Guardrails(guardrails, self.numeric_inputs, own_reference=own_reference))
+        # Whether score() must keep what expected() returns: only for guardrails that compare with it.
+        self.wants_expected = self.guardrails is not None and self.guardrails.checks_deviation and not own_reference
 
     @abstractmethod
     def score(self, batch: Batch) -> np.ndarray:
@@ -146,31 +156,77 @@ class ScoringOperator(Operator):
     def explain(self, batch: Batch, row: int) -> tuple[str, list[str]]:
         """Why row ``row`` scored high: a reason sentence and the fields responsible."""
 
+    def expected(self, batch: Batch) -> np.ndarray | None:
+        """The value each of :attr:`numeric_inputs` was expected to take, per (row, field), as the last :meth:`score`
+        saw it before learning from the row (NaN where unknown), for the guardrails. An operator with a level model
+        overrides it and keeps those values in :meth:`score` while ``self.wants_expected``; by default (None) the
+        guardrails keep their own reference (:class:`operators.guardrails.Guardrails`)."""
+        return None
+
     def calibrated(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """What alerting judges, and where an alert may be raised: by default the raw scores, everywhere."""
         return scores, np.ones(len(scores), dtype=bool)
 
-    def process(self, batch: Batch) -> list[Alert]:
-        scores = self.score(batch)
+    def judge(self, batch: Batch, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per row: the calibrated p-value, the alert level (``alerting.NO_ALERT`` for none) and where an alert may be
+        raised; by default the alerting judges :meth:`calibrated`'s values."""
         judged, may_alert = self.calibrated(scores)
         p_values, levels = self.alerting.judge(batch.slots, batch.ts_ms, judged)
+        return p_values, levels, may_alert
+
+    def process(self, batch: Batch) -> list[Alert]:
+        scores = self.score(batch)
+        p_values, levels, may_alert = self.judge(batch, scores)
+        outside = None  # per (row, numeric input): outside the guardrails' valid range
+        if self.guardrails is not None:
+            p_values, levels, outside = self._guard(batch, p_values, levels)
         batch.scores[self.name] = scores
         batch.scores[f"{self.name}{P_VALUE_SUFFIX}"] = p_values
+        alerting = (levels >= 0) & may_alert
+        if outside is not None:
+            alerting |= outside.any(axis=1)
         alerts = []
-        for row in np.flatnonzero((levels >= 0) & may_alert).tolist():
+        for row in np.flatnonzero(alerting).tolist():
+            if outside is not None and outside[row].any():
+                alerts.append(self._range_alert(batch, row, outside[row], scores, p_values))
+                continue
             reason, fields = self.explain(batch, row)
             alerts.append(self.alert(batch, row, score=float(scores[row]), severity=self.alerting.level_names[levels[row]],
                                      reason=reason, fields=fields, p_value=float(p_values[row])))
         return alerts
 
+    def _guard(self, batch: Batch, p_values: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Apply the guardrails to the batch's judgement (:meth:`operators.guardrails.Guardrails.apply`)."""
+        values = batch.matrix(self.numeric_inputs)
+        expected = None  # what direction and the minimum deviations compare with; None when they are off
+        if self.guardrails.checks_deviation:
+            own = self.guardrails.reference is not None
+            expected = self.guardrails.reference_expected(batch.slots, values) if own else self.expected(batch)
+        return self.guardrails.apply(values, expected, p_values, levels)
+
+    def _range_alert(self, batch: Batch, row: int, outside: np.ndarray, scores: np.ndarray, p_values: np.ndarray) -> Alert:
+        """A value outside the valid range alerts at the top severity, whatever calibration says. Where the operator
+        has not scored the row yet (warming up) the score is 0, and the p-value None where calibration has not judged
+        it (a NaN would make the record unequal to itself, and JSON has no NaN)."""
+        values = np.array([batch.column(name)[row] for name in self.numeric_inputs])
+        reason, fields = self.guardrails.range_reason(values, outside)
+        score, p_value = float(scores[row]), float(p_values[row])
+        return self.alert(batch, row, score=0.0 if math.isnan(score) else score, severity=self.alerting.level_names[-1],
+                          reason=reason, fields=fields, p_value=None if math.isnan(p_value) else p_value)
+
     def evict(self, slots: np.ndarray) -> None:
         self.alerting.evict(slots)
+        if self.guardrails is not None:
+            self.guardrails.evict(slots)
 
     def snapshot(self) -> dict[str, Any]:
-        return {"alerting": self.alerting.snapshot()}
+        guardrails = self.guardrails.snapshot() if self.guardrails is not None else {}
+        return {"alerting": self.alerting.snapshot(), **({"guardrails": guardrails} if guardrails else {})}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.alerting.restore(state["alerting"])
+        if self.guardrails is not None:
+            self.guardrails.restore(state.get("guardrails", {}))
 
     def state_bytes(self) -> int:
-        return self.alerting.state_bytes()
+        return self.alerting.state_bytes() + (self.guardrails.state_bytes() if self.guardrails is not None else 0)

@@ -38,6 +38,7 @@ from operators.event import Event, SourcePosition
 
 SCORE_PREFIX = "score:"
 P_VALUE_SUFFIX = ".p"  # score:<operator>.p is the calibrated p-value of score:<operator>
+ALERT_SUFFIX = ".alert"  # score:<operator>.alert: a gated score in [0, 1], nonzero where a burst first crosses
 FILE_PARTITION = -1  # the partition column of rows read from a file (offset is then the line)
 NO_ITEM = -1  # the item column of a row whose record holds one event
 
@@ -209,3 +210,11 @@ class Batch:
                     group=self.group[part], ids=self.ids[part], item=self.item[part])
         sub.scores = {k: v[part] for k, v in self.scores.items()}
         return sub
+
+
+def row_max(per_field: np.ndarray) -> np.ndarray:
+    """The largest finite value per row of a (rows, fields) array, NaN where there is none."""
+    finite = np.where(np.isnan(per_field), -np.inf, per_field)
+    out = finite.max(axis=1, initial=-np.inf)
+    out[out == -np.inf] = np.nan
+    return out

@@ -71,6 +71,7 @@ from river.tree.padded import PaddedBranch, PaddedLeaf
 from operators.alerting import AlertingParams
 from operators.base import ScoringOperator
 from operators.batch import Batch
+from operators.guardrails import GuardrailParams
 from operators.params import ParamError, param
 from operators.plain_state import object_bytes
 
@@ -96,6 +97,7 @@ class HalfSpaceTreesParams:
     order: Literal["score_then_learn", "learn_then_score"] = param(
         "score_then_learn", "score_then_learn (causal) or learn_then_score (river's documented example)", choices=ORDERS)
     alerting: AlertingParams = param(AlertingParams(), "the false-alarm budget and severity levels")
+    guardrails: GuardrailParams = param(GuardrailParams(), "direction, minimum deviation and valid range of an alert")
 
 
 def entity_seed(seed: int, key: str) -> int:

@@ -33,6 +33,7 @@ from kernels.knn import KnnDistance
 from operators.alerting import AlertingParams
 from operators.base import ScoringOperator
 from operators.batch import Batch
+from operators.guardrails import GuardrailParams
 from operators.params import param
 
 TOP_FIELDS = 2
@@ -51,6 +52,7 @@ class KnnParams:
     min_std: float = param(1e-6, "floor on a field's standard deviation, so a constant field does not divide by 0",
                            min=0.0)
     alerting: AlertingParams = param(AlertingParams(), "the false-alarm budget and severity levels")
+    guardrails: GuardrailParams = param(GuardrailParams(), "direction, minimum deviation and valid range of an alert")
 
 
 class KnnOperator(ScoringOperator):

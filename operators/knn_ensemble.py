@@ -38,6 +38,7 @@ from typing import ClassVar
 
 from kernels.knn_ensemble import KnnSubspaceEnsemble
 from operators.alerting import AlertingParams
+from operators.guardrails import GuardrailParams
 from operators.knn import KnnOperator, KnnParams
 from operators.params import ParamError, param
 
@@ -63,8 +64,10 @@ class KnnEnsembleOperator(KnnOperator):
 
     @classmethod
     def contract_cases(cls) -> list[tuple[list[str], KnnEnsembleParams]]:
-        return [(["x0", "x1", "x2"], KnnEnsembleParams(k=5, window=40, block=16, warmup=10, components=8,
-                                                       alerting=AlertingParams(window=50, warmup=10, tail=5)))]
+        small = dict(k=5, window=40, block=16, warmup=10, components=8, alerting=AlertingParams(window=50, warmup=10, tail=5))
+        return [(["x0", "x1", "x2"], KnnEnsembleParams(**small)),
+                (["x0", "x1", "x2"], KnnEnsembleParams(**small, guardrails=GuardrailParams(  # its own reference
+                    direction="down", min_relative_deviation=0.05, range=[-40.0, 150.0])))]
 
     def describe(self, score: float) -> str:
         return (f"surprise {score:.3g} (mean of -ln p) by distance to its {self.params.k} nearest recent events and "

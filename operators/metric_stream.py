@@ -8,7 +8,8 @@ event's score is the largest over its fields, in [0, 1], and 0 except where some
 single threshold means the same thing on every stream (it is NAB's detector score, ``vigil evaluate nab``). Alerts
 follow the calibrated false-alarm budget (:mod:`operators.alerting`) like every scoring operator's, judged on the
 surprise before the refractory gate (a mostly-zero score would make any positive one look rare), and only where the
-gate emitted a score: one alert per burst. Timescales are
+gate emitted a score: one alert per burst. Guardrails (:mod:`operators.guardrails`) compare values with their own
+reference, as for an operator without a level model: the kernel keeps three predictions and exposes none. Timescales are
 fixed counts of events or spans of event time: nothing depends on the length or the range of a whole series.
 
 >>> from operators.event import Event, SourcePosition
@@ -37,7 +38,8 @@ import numpy as np
 from kernels.metric_stream import NEW_PATTERN, NEW_RANGE, REASONS, MetricStreamDetector, MetricStreamSettings
 from operators.alerting import AlertingParams
 from operators.base import ScoringOperator
-from operators.batch import Batch
+from operators.batch import Batch, row_max
+from operators.guardrails import GuardrailParams
 from operators.params import param
 
 _DEFAULTS = MetricStreamSettings()
@@ -74,6 +76,7 @@ class MetricStreamParams:
     refractory: int = param(_DEFAULTS.refractory, "a score is emitted only above each of the stream's previous this many",
                             min=1, max=100_000, unit="events")
     alerting: AlertingParams = param(AlertingParams(), "the false-alarm budget and severity levels")
+    guardrails: GuardrailParams = param(GuardrailParams(), "direction, minimum deviation and valid range of an alert")
 
 
 class MetricStreamOperator(ScoringOperator):
@@ -97,8 +100,8 @@ class MetricStreamOperator(ScoringOperator):
     def score(self, batch: Batch) -> np.ndarray:
         self._per_field, self._reasons, surprise = self.kernel.score_and_learn(batch.slots, batch.ts_ms,
                                                                                batch.matrix(self.fields))
-        self._surprise = _row_max(surprise)
-        return _row_max(self._per_field)
+        self._surprise = row_max(surprise)
+        return row_max(self._per_field)
 
     def calibrated(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Alerting judges the surprise before the refractory gate, and alerts only where the gate emitted."""
@@ -128,11 +131,3 @@ class MetricStreamOperator(ScoringOperator):
 
     def state_bytes(self) -> int:
         return super().state_bytes() + self.kernel.state_bytes()
-
-
-def _row_max(per_field: np.ndarray) -> np.ndarray:
-    """The largest finite value per row, NaN where there is none."""
-    finite = np.where(np.isnan(per_field), -np.inf, per_field)
-    out = finite.max(axis=1, initial=-np.inf)
-    out[out == -np.inf] = np.nan
-    return out

@@ -34,6 +34,7 @@ class _OperatorTypes(Mapping[str, type[Operator]]):
     a pipeline that uses no torch-based operator does not pay torch's import (about a second of start-up)."""
 
     _PATHS = {
+        "baseline": "operators.baseline:BaselineOperator",
         "zscore": "operators.zscore:ZScoreOperator",
         "hst": "operators.hst:HalfSpaceTreesOperator",
         "metric_stream": "operators.metric_stream:MetricStreamOperator",

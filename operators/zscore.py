@@ -4,7 +4,8 @@ The fast baseline scorer: for every entity and numeric field it keeps a winsoris
 weighted mean and variance (:class:`kernels.ewma.RobustEwma`) and scores each event, before learning
 from it, by the largest absolute z-score over its fields. Events score NaN until the entity has seen
 ``warmup`` values of a field. Alerts follow the calibrated false-alarm budget
-(:mod:`operators.alerting`) and name the field responsible.
+(:mod:`operators.alerting`) and name the field responsible. Guardrails (:mod:`operators.guardrails`) compare a value
+with the running mean it was scored against.
 
 >>> from operators.event import Event, SourcePosition
 >>> op = ZScoreOperator.from_config("outlier", ["cpu"], ZScoreParams(warmup=5, alerting=AlertingParams(warmup=50)))
@@ -32,7 +33,8 @@ import numpy as np
 from kernels.ewma import RobustEwma
 from operators.alerting import AlertingParams
 from operators.base import ScoringOperator
-from operators.batch import Batch
+from operators.batch import SCORE_PREFIX, Batch
+from operators.guardrails import GuardrailParams
 from operators.params import param
 
 
@@ -46,6 +48,7 @@ class ZScoreParams:
     warmup: int = param(30, "values per field before an entity is scored", min=0, unit="events")
     min_std: float = param(1e-6, "floor on the standard deviation, so constant fields do not score infinity", min=0.0)
     alerting: AlertingParams = param(AlertingParams(), "the false-alarm budget and severity levels")
+    guardrails: GuardrailParams = param(GuardrailParams(), "direction, minimum deviation and valid range of an alert")
 
 
 class ZScoreOperator(ScoringOperator):
@@ -62,18 +65,29 @@ class ZScoreOperator(ScoringOperator):
             min_std=params.min_std,
         )
         self._worst_field = np.empty(0, dtype=np.int64)  # per row of the batch being processed
+        self._means = np.empty((0, len(self.fields)))  # per row: the means it was scored against (guardrails only)
+        self._numeric = [j for j, name in enumerate(self.fields) if not name.startswith(SCORE_PREFIX)]
 
     @classmethod
     def contract_cases(cls) -> list[tuple[list[str], ZScoreParams]]:
-        return [(["x0", "x1"], ZScoreParams(warmup=5, alerting=AlertingParams(window=50, warmup=10, tail=5)))]
+        alerting = AlertingParams(window=50, warmup=10, tail=5)
+        return [(["x0", "x1"], ZScoreParams(warmup=5, alerting=alerting)),
+                (["x0", "x1"], ZScoreParams(warmup=5, alerting=alerting, guardrails=GuardrailParams(
+                    direction="up", min_deviation=1.0, range=[-40.0, 150.0])))]
 
     def score(self, batch: Batch) -> np.ndarray:
-        z = self.kernel.score_and_learn(batch.slots, batch.matrix(self.fields))
+        x = batch.matrix(self.fields)
+        self._means = np.empty(x.shape) if self.wants_expected else None
+        z = self.kernel.score_and_learn(batch.slots, x, self._means)
         finite = np.where(np.isnan(z), -np.inf, z)
         self._worst_field = finite.argmax(axis=1) if len(batch) else np.empty(0, dtype=np.int64)
         score = finite.max(axis=1, initial=-np.inf)
         score[score == -np.inf] = np.nan
         return score
+
+    def expected(self, batch: Batch) -> np.ndarray:
+        """The running means each row was scored against (before it updated them), NaN until a field is warm."""
+        return self._means[:, self._numeric]
 
     def explain(self, batch: Batch, row: int) -> tuple[str, list[str]]:
         field_name = self.fields[self._worst_field[row]]

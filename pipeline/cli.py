@@ -186,8 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
         "profiles and a per-file table.")
     nab.add_argument("--data-dir", required=True, metavar="DIR", help="NAB's data directory (category/name.csv files)")
     nab.add_argument("--windows", required=True, metavar="FILE", help="NAB's combined_windows.json")
-    nab.add_argument("--detector", default="metric_stream", choices=list(SCORE_DETECTORS),
-                     help="detector (default metric_stream)")
+    nab.add_argument("--detector", default="baseline", choices=list(SCORE_DETECTORS),
+                     help="detector (default baseline, thresholded on its first-crossing .alert score)")
     nab.add_argument("--json", action="store_true", help="print one JSON object: profiles and files")
     cross = evaluate_kinds.add_parser(
         "cross-dataset", help="every detector with its defaults on ASD, NAB and the demo, thresholds chosen leave one "
@@ -222,8 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "2026-01-01T00:00:00Z; s, ms, us or ns: epoch numbers in that unit")
     score.add_argument("--value-column", default="value", metavar="V", help="default value")
     score.add_argument("--key", metavar="K", help="a column naming the series of each row (one detector state each)")
-    score.add_argument("--detector", default="metric_stream", choices=list(SCORE_DETECTORS),
-                       help="detector (default metric_stream)")
+    score.add_argument("--detector", default="baseline", choices=list(SCORE_DETECTORS),
+                       help="detector (default baseline)")
     score.add_argument("--output", required=True, metavar="FILE", help="the scores, as CSV")
 
     report = commands.add_parser(
@@ -504,7 +504,8 @@ def _nab_command(args: argparse.Namespace) -> int:
     if not corpus:
         raise ValueError(f"no series of {args.windows} under {args.data_dir}")
     scores = [score_series(SeriesTable([str(t) for t in s.timestamps], s.timestamps.astype("datetime64[ms]").astype("int64"),
-                                       s.values, np.full(len(s.values), "series", dtype=object)), args.detector)
+                                       s.values, np.full(len(s.values), "series", dtype=object)), args.detector,
+                           detection=True)
               for s in corpus]
     profiles = {}
     for profile in PROFILES:

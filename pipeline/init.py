@@ -332,7 +332,7 @@ def render(inference: Inference, sample: Sample) -> str:
         "",
         "[[operators]]",
         'name = "outlier"',
-        'type = "zscore"   # robust EWMA z-score per entity and field; alerts on calibrated p-values',
+        'type = "baseline"   # long-memory reference per entity across fields, per-field patterns; calibrated alerts',
         f"fields = {fields}",
         "",
         "[[operators]]",

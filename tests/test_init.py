@@ -102,7 +102,7 @@ def test_init_configures_a_run_that_finds_the_planted_anomalies(tmp_path, shape)
     for start in expected:
         assert any(line.startswith(start) for line in printed), (start, printed)
     text = config.read_text()
-    assert len(text.splitlines()) < 45 and f'path = "{sample.resolve()}"' in text and 'type = "zscore"' in text
+    assert len(text.splitlines()) < 45 and f'path = "{sample.resolve()}"' in text and 'type = "baseline"' in text
 
     checked = vigil("config", "check", str(config), "--sample", str(sample))
     assert f"{config}: OK" in checked.stdout and " 0 dead-lettered, 0 ignored" in checked.stdout, checked.stdout

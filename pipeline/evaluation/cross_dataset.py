@@ -46,7 +46,6 @@ DEMO_REFERENCE_ROWS = 1440  # one day of the demo's one-minute ticks stands in f
 DEMO_EVENTS, DEMO_ENTITIES, DEMO_SEED = 50_000, 10, 7  # 5,000 rows (3.5 days) per entity
 FALLBACK_WINDOW = 125  # TSB-AD's window when it finds no period
 BATCH = 4096
-ALERT_SUFFIX = ".alert"
 QUANTILES = np.r_[np.linspace(0.0, 0.99, 100), 1.0 - np.geomspace(1e-2, 1e-6, 81)]
 UNIT_GRID = np.linspace(0.0, 1.0, 401)  # thresholds 0.0025 apart for scores in [0, 1]
 HIT_RATES = (1.0, 1.5)
@@ -268,7 +267,7 @@ def _lowest(scores: np.ndarray) -> np.ndarray:
 def run_operator(series: LabelledSeries, type_name: str) -> Scores:
     """The operator with its default params over the series' rows (train part first) in batches of 4,096, one entity,
     as ``vigil score`` runs it; rows are numbered from 0 (the batch offsets), which is how alerts name their row."""
-    from operators.batch import FILE_PARTITION, P_VALUE_SUFFIX, Batch
+    from operators.batch import ALERT_SUFFIX, FILE_PARTITION, P_VALUE_SUFFIX, Batch
     from operators.registry import OPERATOR_TYPES, OperatorChain, OperatorSpec
 
     spec = OperatorSpec(type_name, type_name, series.fields, OPERATOR_TYPES[type_name].Params())

@@ -1,9 +1,13 @@
 """``vigil score``: a CSV time series through a detector, one ``anomaly_score`` in [0, 1] per row, causally.
 
 The rows become events of one entity (or one per ``--key`` value) and go, in file order and in batches, through the
-same operator chain a live run uses (:class:`operators.registry.OperatorChain`). The default, ``metric_stream``
-(:mod:`operators.metric_stream`), scores in [0, 1] itself; another scoring operator's score becomes ``1 − p``, its
-calibrated p-value (:mod:`operators.alerting`); both are 0 while the detector warms up. ``windowed_gaussian`` is NAB's
+same operator chain a live run uses (:class:`operators.registry.OperatorChain`). The default, ``baseline``
+(:mod:`operators.baseline`), gives min(1, score / 10), its surprise −log₁₀ p scaled so that 1 is p = 10⁻¹⁰: it stays
+high while an incident lasts, for ranking and plotting; as a *detection* score (``detection=True``, what ``vigil
+evaluate nab`` thresholds) it gives its first-crossing ``.alert`` column instead. ``metric_stream``
+(:mod:`operators.metric_stream`) scores in [0, 1] itself (a first-crossing score both ways); another scoring
+operator's score becomes ``1 − p``, its calibrated p-value (:mod:`operators.alerting`); all are 0 while the detector
+warms up. ``windowed_gaussian`` is NAB's
 baseline (:mod:`pipeline.evaluation.nab`), kept to check the NAB harness end to end. A row's score depends on the rows
 before it only. Irregular spacing and gaps are fine (the detectors are event-driven); duplicate timestamps and rows out
 of time order (within a key: two keys may share a time) are scored in file order and reported; a value that is not a
@@ -31,13 +35,14 @@ from pathlib import Path
 import numpy as np
 
 from operators.alerting import AlertingParams
-from operators.batch import P_VALUE_SUFFIX, Batch
+from operators.batch import ALERT_SUFFIX, P_VALUE_SUFFIX, Batch
 from operators.event import YEAR_2000_MS, YEAR_2100_MS, epoch_number_ms, plausible_unit
 from operators.registry import OperatorChain, OperatorSpec
 
 BATCH = 4096
-DETECTORS = ("metric_stream", "zscore", "hst", "windowed_gaussian")
+DETECTORS = ("baseline", "metric_stream", "zscore", "hst", "windowed_gaussian")
 OWN_SCORE = ("metric_stream",)  # detectors whose score is already in [0, 1] and comparable across series
+SURPRISE_SCALE = 10.0  # baseline's score is −log₁₀ p: 1 at p = 1e-10, as its .alert column saturates
 TIMESTAMP_UNITS = ("rfc3339", "s", "ms", "us", "ns")
 _FIRST_MS, _PAST_LAST_MS = -62_135_596_800_000, 253_402_300_800_000  # 0001-01-01 and 10000-01-01
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
@@ -172,7 +177,11 @@ def _number(text: str) -> float:
 
 
 def _chain(detector: str) -> OperatorChain:
-    if detector == "metric_stream":
+    if detector == "baseline":
+        from operators.baseline import BaselineParams
+
+        spec = OperatorSpec("baseline", "detector", ("value",), BaselineParams())
+    elif detector == "metric_stream":
         from operators.metric_stream import MetricStreamParams
 
         spec = OperatorSpec("metric_stream", "detector", ("value",), MetricStreamParams())
@@ -189,8 +198,8 @@ def _chain(detector: str) -> OperatorChain:
     return OperatorChain.build([spec], max_entities=1_000_000)
 
 
-def score_series(table: SeriesTable, detector: str = "metric_stream") -> np.ndarray:
-    """One anomaly score in [0, 1] per row (module docstring)."""
+def score_series(table: SeriesTable, detector: str = "baseline", detection: bool = False) -> np.ndarray:
+    """One anomaly score in [0, 1] per row (module docstring); ``detection``: the score a threshold is put on."""
     if detector == "windowed_gaussian":
         from pipeline.evaluation.nab import windowed_gaussian
 
@@ -209,7 +218,10 @@ def score_series(table: SeriesTable, detector: str = "metric_stream") -> np.ndar
                       np.full(count, "file", dtype=object), np.full(count, -1, dtype=np.int64),
                       np.arange(part.start, part.stop, dtype=np.int64), numeric={"value": table.values[part]})
         chain.run(batch)
-        if detector in OWN_SCORE:
+        if detector == "baseline":
+            column = batch.scores["detector" + ALERT_SUFFIX] if detection else batch.scores["detector"] / SURPRISE_SCALE
+            out[part] = np.nan_to_num(column, nan=0.0)
+        elif detector in OWN_SCORE:
             out[part] = np.nan_to_num(batch.scores["detector"], nan=0.0)
         else:
             p_values = batch.scores["detector" + P_VALUE_SUFFIX]

@@ -98,7 +98,7 @@ def assert_same(a: tuple, b: tuple, rows: slice = slice(None)) -> None:
 
 
 def test_every_registered_type_is_covered():
-    assert TYPES == ["ape", "apre_mss", "cnn", "dp_count", "drift", "fair_decision", "fairness_monitor", "hst", "knn",
+    assert TYPES == ["ape", "apre_mss", "baseline", "cnn", "dp_count", "drift", "fair_decision", "fairness_monitor", "hst", "knn",
                      "knn_rshash", "metric_stream", "zscore"]
     assert len(CASES) >= len(TYPES)
 
