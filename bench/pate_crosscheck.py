@@ -43,22 +43,29 @@ def reference_python() -> Path:
     return python
 
 
+def planted_events(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One series of 200 to 1,500 points with 1 to 6 labelled events (0/1 labels) and a noisy score in [0, 0.6) that
+    rises near 70 % of them, early or late: the random cases of this and bench/tsbad_crosscheck.py."""
+    n = int(rng.integers(200, 1500))
+    labels = np.zeros(n, dtype=np.int64)
+    score = rng.random(n) * 0.6
+    for _ in range(int(rng.integers(1, 7))):
+        start, length = int(rng.integers(0, n - 60)), int(rng.integers(1, 50))
+        labels[start:start + length] = 1
+        if rng.random() < 0.7:  # detected, early or late
+            shift = int(rng.integers(-40, 40))
+            lo, hi = max(0, start + shift), max(0, min(n, start + shift + length))
+            score[lo:hi] += rng.random() * 0.8
+    return labels, score
+
+
 def cases(count: int, seed: int) -> list[dict]:
     """Series of 200 to 1,500 points with 1 to 6 labelled events; scores that rise near some events and are noisy
     elsewhere (continuous), or their thresholded predictions (binary); buffers, splits and the zero buffer varied."""
     rng = np.random.default_rng(seed)
     out = []
     for i in range(count):
-        n = int(rng.integers(200, 1500))
-        y_true = np.zeros(n, dtype=int)
-        score = rng.random(n) * 0.6
-        for _ in range(int(rng.integers(1, 7))):
-            start, length = int(rng.integers(0, n - 60)), int(rng.integers(1, 50))
-            y_true[start:start + length] = 1
-            if rng.random() < 0.7:  # detected, early or late
-                shift = int(rng.integers(-40, 40))
-                lo, hi = max(0, start + shift), max(0, min(n, start + shift + length))
-                score[lo:hi] += rng.random() * 0.8
+        y_true, score = planted_events(rng)
         binary = i % 3 == 0
         out.append({"y_true": y_true.tolist(), "y_score": (score > 0.7).astype(int).tolist() if binary else score.tolist(),
                     "e": int(rng.choice([0, 10, 50, 100])), "d": int(rng.choice([0, 10, 50, 100])),

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.pate_crosscheck import planted_events
 from bench.tsbad import REFERENCE, STACK, acf_reference, find_length_reference, vus_pr_reference
 from pipeline.evaluation.timeseries import autocorrelation, runs, sliding_window, vus, vus_pr
 
@@ -30,16 +31,8 @@ def random_cases(count: int, seed: int) -> list[tuple[str, np.ndarray, np.ndarra
     rng = np.random.default_rng(seed)
     out = []
     for i in range(count):
-        n = int(rng.integers(200, 1500))
-        labels = np.zeros(n, dtype=np.int64)
-        score = rng.random(n) * 0.6
-        for _ in range(int(rng.integers(1, 7))):
-            start, length = int(rng.integers(0, n - 60)), int(rng.integers(1, 50))
-            labels[start:start + length] = 1
-            if rng.random() < 0.7:  # detected, early or late
-                shift = int(rng.integers(-40, 40))
-                lo, hi = max(0, start + shift), max(0, min(n, start + shift + length))
-                score[lo:hi] += rng.random() * 0.8
+        labels, score = planted_events(rng)
+        n = len(labels)
         if i % 5 == 1:
             labels[:int(rng.integers(1, 20))] = 1
         if i % 5 == 2:
