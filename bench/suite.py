@@ -5,7 +5,7 @@ entities with three numeric fields, keyed by entity, into a 4-partition topic) a
 
 * the decode-and-count ceiling and the usual stack (:mod:`bench.flows`: Bytewax's Kafka source, ``json.loads``,
   a count per key / river ``MinMaxScaler | HalfSpaceTrees`` per key), each in its own process;
-* Vigil's default pipeline (zscore outlier scoring and the trend-CUSUM drift on the three fields), Kafka to an alerts topic,
+* Vigil's default pipeline (the ``baseline`` outlier operator and the trend-CUSUM drift on the three fields), Kafka to an alerts topic,
   bounded, in one process; the same events as flat JSON objects read through a declared ``[source.schema]``;
   the same with two processes (``-i``/``-a``), with partition-local shards
   (``pipeline.shard_by = "partition"``) and with shards by key; and ``vigil replay --from beginning``;
@@ -108,7 +108,7 @@ consumer = {{ "fetch.wait.max.ms" = 20 }}
 batch_max_wait_ms = {batch_max_wait_ms}
 [[operators]]
 name = "outlier"
-type = "zscore"
+type = "baseline"
 fields = {json.dumps(list(FIELDS))}
 [[operators]]
 name = "drift"
@@ -264,15 +264,15 @@ def state_memory(entities: int) -> dict:
     time to snapshot it (the chain's plain data, pickled as Bytewax's recovery store does)."""
     from operators.batch import Batch
     from operators.drift import DriftParams
+    from operators.baseline import BaselineParams
     from operators.registry import OperatorChain, OperatorSpec
-    from operators.zscore import ZScoreParams
 
-    chain = OperatorChain.build([OperatorSpec("zscore", "outlier", FIELDS, ZScoreParams()),
+    chain = OperatorChain.build([OperatorSpec("baseline", "outlier", FIELDS, BaselineParams()),
                                  OperatorSpec("drift", "drift", FIELDS, DriftParams())],
                                 max_entities=entities)
     rng = np.random.default_rng(1)
     before = rss_bytes(os.getpid())
-    rounds = 250  # past zscore's warm-up (30) and the calibration's (200): every state is allocated
+    rounds = 250  # past the operators' warm-ups (at most 200, the calibration's): every state is allocated
     keys = np.array([f"entity-{i}" for i in range(entities)], dtype=object)
     for r in range(rounds):
         for start in range(0, entities, 4096):
@@ -466,7 +466,7 @@ def main() -> None:
         print("latency", result["latency"], flush=True)
     result["decoding"] = decoding(10_000 if args.small else 200_000)
     print("decoding", result["decoding"], flush=True)
-    result["state"] = [state_memory(n) for n in ((1_000,) if args.small else (10_000, 100_000))]
+    result["state"] = [state_memory(n) for n in ((1_000,) if args.small else (10_000, 30_000))]
     print("state", result["state"], flush=True)
     import torch
 

@@ -70,11 +70,26 @@ def _learn(slot, ts, score, windows, count, last_ts, mean_gap, window):  # pragm
 
 
 @numba.njit(cache=True)
-def _judge_counted(start, slots, ts, scores, windows, count, last_ts, mean_gap, window, warmup, tail,
-                   p_out, gap_out):  # pragma: no cover - compiled
-    """Judge and learn rows from ``start`` while their p-value can be counted; return the first row that needs
-    the tail fit (before judging it), or the number of rows."""
-    for row in range(start, slots.shape[0]):
+def _tail_p_value(past, score32, tail, at_least):  # pragma: no cover - compiled
+    """The p-value of a score that fewer than ``tail`` of the ``past`` scores reach: an exponential fit to the tail.
+    The tail is summed in sorted order, so the result does not depend on how the selection orders it."""
+    n = past.shape[0]
+    top = np.sort(np.partition(past, n - tail)[n - tail:]).astype(np.float64)
+    threshold = top[0]
+    excess = 0.0
+    for value in top:
+        excess += value - threshold
+    scale = excess / tail
+    if scale <= 0.0:  # a flat tail: nothing above it was ever seen
+        return 0.0 if score32 > threshold else (1.0 + at_least) / (n + 1.0)
+    return tail / (n + 1.0) * math.exp(-(float(score32) - threshold) / scale)
+
+
+@numba.njit(cache=True)
+def _judge(slots, ts, scores, windows, count, last_ts, mean_gap, window, warmup, tail,
+           p_out, gap_out):  # pragma: no cover - compiled
+    """Judge, then learn, each row in order."""
+    for row in range(slots.shape[0]):
         score = scores[row]
         if math.isnan(score):
             continue
@@ -88,11 +103,11 @@ def _judge_counted(start, slots, ts, scores, windows, count, last_ts, mean_gap, 
                 if windows[slot, k] >= score32:
                     at_least += 1
             if at_least < tail:
-                return row
-            p_out[row] = (1.0 + at_least) / (n + 1.0)
+                p_out[row] = _tail_p_value(windows[slot, :n], score32, tail, at_least)
+            else:
+                p_out[row] = (1.0 + at_least) / (n + 1.0)
             gap_out[row] = mean_gap[slot]
         _learn(slot, ts[row], score, windows, count, last_ts, mean_gap, window)
-    return slots.shape[0]
 
 
 class CalibratedAlerting(Stateful):
@@ -131,42 +146,17 @@ class CalibratedAlerting(Stateful):
 
     def judge(self, slots: np.ndarray, ts_ms: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """p-value (NaN when not judged) and level (an index into ``level_names``, or ``NO_ALERT``) per
-        event, in order; then each score joins its slot's window.
-
-        The rows run through a compiled loop (:func:`_judge_counted`) that stops at each row whose p-value
-        needs the tail fit (fewer than ``tail`` past scores as large: a few percent of rows); that row's
-        p-value is computed here with numpy, exactly as ever, and the loop goes on after it."""
+        event, in order; then each score joins its slot's window (one compiled loop, :func:`_judge`)."""
         n = len(slots)
         p_values = np.full(n, np.nan)
         gaps = np.full(n, np.nan)  # the slot's mean event gap when the row was judged
         if not n:
             return p_values, np.full(0, NO_ALERT, dtype=np.int64)
         self._ensure_rows(int(slots.max()) + 1)
-        slots = np.ascontiguousarray(slots, dtype=np.int64)
-        ts_ms = np.ascontiguousarray(ts_ms, dtype=np.int64)
-        scores = np.ascontiguousarray(scores, dtype=np.float64)
-        state = (self.scores, self.count, self.last_ts, self.mean_gap_ms, self.params.window)
-        row = _judge_counted(0, slots, ts_ms, scores, *state, self.params.warmup, self.params.tail, p_values, gaps)
-        while row < n:
-            slot = int(slots[row])
-            p_values[row], gaps[row] = self._tail_p_value(slot, float(scores[row])), self.mean_gap_ms[slot]
-            _learn(slot, ts_ms[row], scores[row], *state)
-            row = _judge_counted(row + 1, slots, ts_ms, scores, *state, self.params.warmup, self.params.tail, p_values, gaps)
+        _judge(np.ascontiguousarray(slots, dtype=np.int64), np.ascontiguousarray(ts_ms, dtype=np.int64),
+               np.ascontiguousarray(scores, dtype=np.float64), self.scores, self.count, self.last_ts, self.mean_gap_ms,
+               self.params.window, self.params.warmup, self.params.tail, p_values, gaps)
         return p_values, self._levels(p_values, gaps)
-
-    def _tail_p_value(self, slot: int, score: float) -> float:
-        """The p-value of a score that fewer than ``tail`` past scores reach: an exponential fit to the tail."""
-        n = int(min(self.count[slot], self.params.window))
-        past = self.scores[slot, :n]
-        score32 = np.float32(score)
-        at_least = int(np.count_nonzero(past >= score32))
-        tail = self.params.tail
-        top = np.partition(past, n - tail)[n - tail :].astype(np.float64)
-        threshold = top.min()
-        scale = float(np.mean(top - threshold))
-        if scale <= 0.0:  # a flat tail: nothing above it was ever seen
-            return 0.0 if score32 > threshold else (1 + at_least) / (n + 1)
-        return tail / (n + 1) * math.exp(-(float(score32) - threshold) / scale)
 
     def _levels(self, p_values: np.ndarray, gaps: np.ndarray) -> np.ndarray:
         """The rarest level whose threshold each p-value meets (levels are nested: thresholds shrink with rarity);
