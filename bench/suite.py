@@ -5,8 +5,8 @@ entities with three numeric fields, keyed by entity, into a 4-partition topic) a
 
 * the decode-and-count ceiling and the usual stack (:mod:`bench.flows`: Bytewax's Kafka source, ``json.loads``,
   a count per key / river ``MinMaxScaler | HalfSpaceTrees`` per key), each in its own process;
-* Vigil's default pipeline (the ``baseline`` outlier operator and the trend-CUSUM drift on the three fields), Kafka to an alerts topic,
-  bounded, in one process; the same events as flat JSON objects read through a declared ``[source.schema]``;
+* Vigil's default pipeline (the ``baseline`` outlier operator and the trend-CUSUM drift on the three fields), Kafka
+  to an alerts topic, bounded, in one process; the same events as flat JSON objects read through a declared ``[source.schema]``;
   the same with two processes (``-i``/``-a``), with partition-local shards
   (``pipeline.shard_by = "partition"``) and with shards by key; and ``vigil replay --from beginning``;
 * event-to-output latency (p50, p99) at a steady input rate: Vigil tails the topic with every event's scores
