@@ -58,6 +58,7 @@ class Operator(Stateful):
     # True: all its state lives in entity slots, so after a failed batch resetting that batch's entities leaves it
     # consistent; otherwise (models shared by a shard's entities) the chain rebuilds the operator afresh.
     entity_state: ClassVar[bool] = False
+    findings: ClassVar[bool] = True  # its alerts are findings that open incidents (False: releases, decisions)
 
     def __init__(self, name: str, fields: Sequence[str], params: Any) -> None:
         validate(params)
@@ -107,6 +108,11 @@ class Operator(Stateful):
     def evict(self, slots: np.ndarray) -> None:
         """Forget the state of these entity slots."""
 
+    def severity_ranks(self) -> dict[str, float]:
+        """Each severity this operator's alerts may carry, with its rarity (larger is worse); incidents keep the
+        worst. None by default (every severity ranks alike)."""
+        return {}
+
     def alert(self, batch: Batch, row: int, *, score: float, severity: str, reason: str, fields: list[str],
               p_value: float | None = None) -> Alert:
         source = batch.source(row)
@@ -155,6 +161,9 @@ class ScoringOperator(Operator):
     @abstractmethod
     def explain(self, batch: Batch, row: int) -> tuple[str, list[str]]:
         """Why row ``row`` scored high: a reason sentence and the fields responsible."""
+
+    def severity_ranks(self) -> dict[str, float]:
+        return dict(zip(self.alerting.level_names, self.alerting.level_rarities))
 
     def expected(self, batch: Batch) -> np.ndarray | None:
         """The value each of :attr:`numeric_inputs` was expected to take, per (row, field), as the last :meth:`score`

@@ -198,6 +198,18 @@ class Batch:
             return SourcePosition(file=origin, line=offset, item=item)
         return SourcePosition(topic=origin, partition=partition, offset=offset, item=item)
 
+    def row_of(self, source: SourcePosition) -> int:
+        """The row at a source position (an alert's), the first if several share it."""
+        in_file = source.file is not None
+        candidates = np.flatnonzero(self.offset == (source.line if in_file else source.offset))
+        partition = FILE_PARTITION if in_file else source.partition
+        origin = source.file if in_file else source.topic
+        item = NO_ITEM if source.item is None else source.item
+        for row in candidates.tolist():
+            if self.partition[row] == partition and self.origin[row] == origin and self.item[row] == item:
+                return row
+        raise KeyError(f"no row of the batch is at {source}")
+
     def rows(self, start: int, stop: int) -> Batch:
         """Rows ``[start, stop)`` as a batch of views (published scores included)."""
         return self.take(slice(start, stop))

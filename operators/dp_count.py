@@ -92,6 +92,7 @@ class _Stream:
 class DpCountOperator(Operator):
     kind: ClassVar[str] = "dp_count"
     durable: ClassVar[bool] = True  # its budget outlives the entity's state (the ledger)
+    findings: ClassVar[bool] = False  # its alerts are the scheduled releases
     Params: ClassVar[type] = DpCountParams
 
     def __init__(self, name: str, fields: Sequence[str], params: DpCountParams) -> None:

@@ -72,6 +72,7 @@ class FairDecisionParams:
 
 class FairDecisionOperator(Operator):
     kind: ClassVar[str] = "decision"
+    findings: ClassVar[bool] = False
     publishes: ClassVar[tuple[str, ...]] = ("",)
     Params: ClassVar[type] = FairDecisionParams
 

@@ -180,6 +180,15 @@ class SinksConfig:
     dead_letters: SinkConfig = field(default_factory=lambda: SinkConfig(path="dead_letters.jsonl"))
     # Every valid event with its operators' scores: for backtests and for auditing that nothing was lost.
     scores: SinkConfig = field(default_factory=lambda: SinkConfig(type="none", path="scores.jsonl"))
+    # Alerts grouped per entity and operator into incidents that open, update and resolve ([incidents]).
+    incidents: SinkConfig = field(default_factory=lambda: SinkConfig(path="incidents.jsonl"))
+
+
+@dataclass
+class IncidentsConfig:
+    """An incident resolves once its shard's event time passes its last alert by ``quiet_seconds``."""
+
+    quiet_seconds: float = field(default=900.0, metadata=_range(0.0))
 
 
 @dataclass
@@ -234,6 +243,7 @@ class Config:
     entities: EntitiesConfig = field(default_factory=EntitiesConfig)
     operators: list[OperatorConfig] = field(default_factory=list)
     sinks: SinksConfig = field(default_factory=SinksConfig)
+    incidents: IncidentsConfig = field(default_factory=IncidentsConfig)
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)

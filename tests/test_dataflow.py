@@ -48,7 +48,7 @@ def record_batches(size: int = 37) -> list[RecordBatch]:
 ROOMY = EntityLimits(max_entities=100)  # every host keeps its state
 
 
-def run_flow(batching: Batching, shards: int = 2, entities: EntityLimits = ROOMY):
+def run_flow(batching: Batching, shards: int = 2, entities: EntityLimits = ROOMY, incidents: list | None = None):
     alerts, dead = [], []
     metrics = Metrics()
     flow = build_flow(
@@ -56,6 +56,8 @@ def run_flow(batching: Batching, shards: int = 2, entities: EntityLimits = ROOMY
         operator_specs=SPECS,
         alert_sink=TestingSink(alerts),
         dead_letter_sink=TestingSink(dead),
+        incident_sink=None if incidents is None else TestingSink(incidents),
+        incident_quiet_ms=10_000,
         metrics=metrics,
         shards=shards,
         batching=batching,
@@ -86,6 +88,42 @@ def test_known_output(batching):
     assert sample("vigil_operator_state_bytes", {"operator": "outlier"}) > 0
     assert sample("vigil_drift_total", {"operator": "drift", "field": "cpu"}) == len(drift)
     assert sample("vigil_batch_size_sum") == 298
+
+
+def test_alerts_become_incidents_that_resolve_in_event_time_whatever_the_batching():
+    found = []
+    for batching in (Batching(16, timedelta(milliseconds=50)), Batching(1000, timedelta(0)), Batching(1, timedelta(0))):
+        incidents = []
+        alerts, _, metrics = run_flow(batching, incidents=incidents)
+        found.append(sorted(incidents, key=lambda i: (i.opened, i.id, i.state, i.alerts)))
+    assert found[0] == found[1] == found[2]
+    outlier = [(i.key, i.state, i.opened, i.resolved) for i in found[0] if i.operator == "outlier"]
+    assert ("host-2", "resolved", "2026-01-01T00:03:20.000Z", "2026-01-01T00:03:30.000Z") in outlier  # the spike
+    assert ("host-1", "opened", "2026-01-01T00:04:01.000Z", None) in outlier  # the shift's first alert
+    host_1 = [i for i in found[0] if i.key == "host-1" and i.operator == "outlier"]
+    host_1_alerts = [a for a in alerts if a.key == "host-1" and a.operator == "outlier"]
+    assert len(host_1_alerts) > len({i.id for i in host_1})  # alerts grouped: fewer incidents than alerts
+    sample = metrics.registry.get_sample_value
+    assert sample("vigil_incidents_total", {"operator": "outlier", "state": "opened"}) == len(
+        {i.id for i in found[0] if i.operator == "outlier"})
+
+
+def test_open_incidents_are_in_the_shard_snapshot_and_resume():
+    def logic(state=None):
+        return ShardLogic(OperatorChain.build(SPECS, max_entities=100), Batching(1000, timedelta(0)), Metrics(), state,
+                          incident_quiet_ms=3_600_000)
+
+    batches = [decode_batch(records, ["cpu"], [], 4096)[0] for records in record_batches(size=30)]
+    first = logic()
+    before = [item for batch in batches[:9] for item in first.on_batch([batch])[0]]
+    state = first.snapshot()
+    assert len(state["incidents"]["open"]) >= 2  # host-2's spike and host-1's shift, open for an hour
+    resumed = logic(state)
+    assert resumed.incidents.snapshot() == state["incidents"]
+    after = [item for batch in batches[9:] for item in resumed.on_batch([batch])[0]]
+    uninterrupted = logic()
+    whole = [item for batch in batches for item in uninterrupted.on_batch([batch])[0]]
+    assert before + after == whole
 
 
 def test_flow_output_equals_operator_chain_per_shard():

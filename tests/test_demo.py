@@ -32,6 +32,21 @@ def test_two_seeded_runs_write_byte_identical_alert_files(tmp_path):
     assert [a["source"] for a in earlier] == [a["source"] for a in fixture]
     assert {json.loads(line)["kind"] for line in first.splitlines()} >= {"cnn", "outlier", "drift"}
     assert (tmp_path / "a" / "dead_letters.jsonl").read_bytes() == (tmp_path / "b" / "dead_letters.jsonl").read_bytes()
+    # The alerts grouped into incidents: the same file from the same seed, each incident opened once, before its other
+    # records, by one entity and operator, and fewer incidents than alerts.
+    assert (tmp_path / "a" / "incidents.jsonl").read_bytes() == (tmp_path / "b" / "incidents.jsonl").read_bytes()
+    incidents = lines(tmp_path / "a" / "incidents.jsonl")
+    by_id = {}
+    for record in incidents:
+        by_id.setdefault(record["id"], []).append(record)
+    for records in by_id.values():
+        assert [r["state"] for r in records][0] == "opened" and [r["state"] for r in records].count("opened") == 1
+        assert len({(r["key"], r["operator"]) for r in records}) == 1
+        assert all(r["state"] != "resolved" for r in records[:-1])
+    outlier_alerts = [a for a in earlier if a["operator"] == "outlier"]
+    assert 0 < sum(1 for records in by_id.values() if records[0]["operator"] == "outlier") <= len(outlier_alerts)
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())["alert_incidents"]
+    assert summary["opened"]["outlier"] == sum(1 for records in by_id.values() if records[0]["operator"] == "outlier")
     alerts = lines(tmp_path / "a" / "alerts.jsonl")
     assert len(alerts) > 10
     assert len({a["id"] for a in alerts}) == len(alerts)

@@ -18,7 +18,9 @@ import sys
 import pytest
 from conftest import REPO
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(200)
+# The catch-up ends as soon as the lag is 0; its limit leaves room for a loaded machine reading at half speed.
+CATCHUP_LIMIT_SECONDS = 80
 
 # Resident memory may grow this much from the end of the warm-up to the end of the overload: the bounded read-ahead
 # (4 partitions x 10,000 messages, with librdkafka's per-message overhead, and a 1 MiB fetch each) and the operator's
@@ -30,10 +32,10 @@ RSS_GROWTH_MIB = 64
 def test_overload_keeps_memory_bounded_shows_lag_and_catches_up(tmp_path):
     out = tmp_path / "overload.json"
     subprocess.run([sys.executable, "bench/bench_overload.py", "--rate", "80000", "--warmup-rate", "2000",
-                    "--warmup", "4", "--overload", "10", "--catchup", "40", "--json", str(out), "--out",
+                    "--warmup", "4", "--overload", "10", "--catchup", str(CATCHUP_LIMIT_SECONDS), "--json", str(out), "--out",
                     str(tmp_path / "overload.md"), "--consumer", "queued.min.messages=10000",
                     "--consumer", "queued.max.messages.kbytes=8192", "--consumer", "fetch.max.bytes=1048576"],
-                   cwd=REPO, check=True, capture_output=True, timeout=110)
+                   cwd=REPO, check=True, capture_output=True, timeout=180)
     result = json.loads(out.read_text())
     s, samples = result["summary"], result["samples"]
     over = [x for x in samples if x["phase"] == "overload"]
@@ -52,5 +54,5 @@ def test_overload_keeps_memory_bounded_shows_lag_and_catches_up(tmp_path):
     # memory stays bounded while the backlog grows
     assert s["rss_growth_mib"] < RSS_GROWTH_MIB, s
     # once the producer stops, Vigil reads everything and every partition's lag returns to 0
-    assert s["catchup_seconds"] is not None and s["catchup_seconds"] < 40, s
+    assert s["catchup_seconds"] is not None and s["catchup_seconds"] < CATCHUP_LIMIT_SECONDS, s
     assert samples[-1]["lag_messages"] == 0 and samples[-1]["lag_seconds"] == 0.0, samples[-1]

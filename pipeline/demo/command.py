@@ -62,6 +62,14 @@ class _AlertView(msgspec.Struct):
     severity: str
 
 
+class _IncidentView(msgspec.Struct):
+    key: str
+    operator: str
+    kind: str
+    state: str
+    opened: datetime
+
+
 def read_alerts(path: Path | None) -> list[_AlertView]:
     if path is None or not path.exists():
         return []
@@ -119,6 +127,7 @@ def run_demo(config: Config, *, show_progress: bool = True, out: TextIO | None =
     beats = {name: evaluate_beats(stream, [(a.key, epoch_ms(a.ts)) for a in alerts if a.operator == name], step)
              for name, step in steps.items()}
     summary = _summary(config, report, alerts, evaluation, len(stream.corrupt_at))
+    summary["alert_incidents"] = _alert_incidents(config, stream, report)
     summary["decision_events"] = stream.records - stream.events  # the loan desk's applications and labels
     summary["abnormal_beats"] = {name: {"beats": b.abnormal_beats, "detected": b.detected, "recall": b.recall,
                                         "alerts": b.alerts, "precision": b.precision} for name, b in beats.items()}
@@ -276,6 +285,21 @@ def _summary(config: Config, report: RunReport, alerts: list[_AlertView], evalua
     }
 
 
+def _alert_incidents(config: Config, stream: SyntheticStream, report: RunReport) -> dict:
+    """The outlier and drift alerts grouped into incidents (the incident sink's ``opened`` records), scored against
+    the injected incidents as the alerts are: an incident finds one when it opens within it."""
+    path = report.outputs.get("incidents")
+    if path is None or not path.exists():
+        return {}
+    decoder = msgspec.json.Decoder(_IncidentView)
+    opened = [record for line in path.read_bytes().splitlines() if line
+              and (record := decoder.decode(line)).state == "opened" and record.kind in INCIDENT_KINDS]
+    grouped = evaluate(stream.incidents, [(i.key, epoch_ms(i.opened), i.operator) for i in opened])
+    return {"quiet_seconds": config.incidents.quiet_seconds, "opened": dict(sorted(Counter(i.operator for i in opened).items())),
+            "precision": grouped.precision(), "recall": {"spike+level_shift": grouped.recall(("spike", "level_shift")),
+                                                         "all": grouped.recall()}}
+
+
 def _private_counts(config: Config, stream: SyntheticStream, records: list[_ScoresView], report: RunReport) -> dict:
     """Per dp_count operator over the loan desk's regions: its last release (each region's private count and standard
     error) next to the true count of the applications it covers, and the budget its ledger records as spent."""
@@ -313,6 +337,12 @@ def format_summary(s: dict) -> str:
         f"  recall on spikes and level shifts: {s['recall']['spike+level_shift']:.3f}   "
         f"precision of outlier and drift alerts: {s['precision']['all']:.3f}",
     ]
+    grouped = s.get("alert_incidents")
+    if grouped:
+        counts = ", ".join(f"{op} {n}" for op, n in grouped["opened"].items())
+        lines.append(f"  incidents (alerts grouped per entity and operator, {grouped['quiet_seconds']:g} s quiet): "
+                     f"{counts or 'none'}; recall on spikes and level shifts {grouped['recall']['spike+level_shift']:.3f}, "
+                     f"precision {grouped['precision']:.3f}")
     for op, b in s.get("abnormal_beats", {}).items():
         lines.append(f"  abnormal beats ({op}, streaming CNN): {b['beats']} injected, {b['detected']} detected, "
                      f"recall {b['recall']:.3f}, precision {b['precision']:.3f} ({b['alerts']} alerts)")

@@ -3,6 +3,7 @@
 ::
 
     record batches ──decode──┬── (shard, columnar batch) ──> stateful_batch("operators") ──┬── alerts ──> alert sink
+                             │                                                             ├── incidents ──> incident sink
                              │                                                             └── scored events ──> scores sink
                              └── dead letters ────────────────────────────────────────────────────────> dead-letter sink
 
@@ -13,8 +14,9 @@ touches (plus the dead letters), so Bytewax moves a handful of items per read in
 ``operators`` step buffers a shard's rows into adaptive micro-batches (:class:`Batching`: larger under load, up
 to ``batch_max_size``; at the latest ``batch_max_wait_ms`` after the oldest buffered row) and hands each to the shard's
 :class:`~operators.registry.OperatorChain`, which gives the rows their entity slots (evicting idle and
-excess entities, see :mod:`operators.entities`) and runs the operators on the columnar batch. Its recovery
-snapshot is plain data: the chain's snapshot (entity index and operators) and the buffered rows as columns.
+excess entities, see :mod:`operators.entities`) and runs the operators on the columnar batch; the shard's
+:class:`~operators.incidents.IncidentTracker` groups the alerts into incidents. Its recovery snapshot is plain data:
+the chain's snapshot (entity index and operators), the open incidents and the buffered rows as columns.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ from bytewax.outputs import Sink
 
 from operators.batch import Batch
 from operators.event import Alert, SourcePosition, format_ts
+from operators.incidents import Incident, IncidentTracker
 from operators.registry import OperatorChain, OperatorFailure, OperatorFailuresExceeded, OperatorSpec
 from pipeline.config import SchemaConfig
 from pipeline.engine.decode import DeadLetter, RecordBatch
@@ -155,7 +158,7 @@ def _plain(value: Any) -> Any:
 _JSON = msgspec.json.Encoder()
 
 
-class ShardLogic(StatefulBatchLogic[Batch, "Alert | ScoredEvent | DeadLetter", dict]):
+class ShardLogic(StatefulBatchLogic[Batch, "Alert | Incident | ScoredEvent | DeadLetter", dict]):
     """One shard: a buffer of pending rows (columnar batches) and the operator chain that owns the shard's entities.
 
     Emits alerts, and also every event's scores when ``emit_scores`` is set. When an operator raises on a batch
@@ -164,8 +167,11 @@ class ShardLogic(StatefulBatchLogic[Batch, "Alert | ScoredEvent | DeadLetter", d
     """
 
     def __init__(self, chain: OperatorChain, batching: Batching, metrics: Metrics, resume: dict | None,
-                 emit_scores: bool = False, max_operator_failures: int = 10) -> None:
+                 emit_scores: bool = False, max_operator_failures: int = 10, incident_quiet_ms: int | None = None) -> None:
         self.chain = chain
+        # Alerts grouped into incidents per entity and operator, when an incident sink is configured.
+        self.incidents = None if incident_quiet_ms is None else IncidentTracker(
+            incident_quiet_ms, {op.name: op.severity_ranks() for op in chain.operators if op.findings})
         self.batching = batching
         self.metrics = metrics
         self.emit_scores = emit_scores
@@ -179,6 +185,8 @@ class ShardLogic(StatefulBatchLogic[Batch, "Alert | ScoredEvent | DeadLetter", d
         self.state_reported_at = -math.inf
         if resume is not None:
             chain.restore(resume["chain"])
+            if self.incidents is not None and "incidents" in resume:  # a store from before incidents has none open
+                self.incidents.restore(resume["incidents"])
             self._add([Batch.from_plain(part) for part in resume["pending"]])
         self.evictions_reported = dict(chain.entities.evicted)  # this process counts its own evictions only
         for operator in chain.operators:  # and its own operator counts
@@ -207,7 +215,7 @@ class ShardLogic(StatefulBatchLogic[Batch, "Alert | ScoredEvent | DeadLetter", d
         self.pending_rows -= count
         return Batch.concat(taken)
 
-    def _process(self, batch: Batch) -> list[Alert | ScoredEvent | DeadLetter]:
+    def _process(self, batch: Batch) -> list[Alert | Incident | ScoredEvent | DeadLetter]:
         self.metrics.batch_size.observe(len(batch))
         observe_many(self.metrics.lag, np.maximum(0.0, (time.time() * 1000 - batch.ts_ms) / 1000))
         try:
@@ -217,9 +225,18 @@ class ShardLogic(StatefulBatchLogic[Batch, "Alert | ScoredEvent | DeadLetter", d
         self.consecutive_failures = 0
         self._count(alerts)
         self.metrics.report_scores(batch.scores)
-        return [*alerts, *scored_events(batch)] if self.emit_scores else alerts
+        incidents = self._incidents(batch, alerts)
+        return [*alerts, *incidents, *scored_events(batch)] if self.emit_scores else [*alerts, *incidents]
 
-    def _failed(self, batch: Batch, failure: OperatorFailure) -> list[Alert | DeadLetter]:
+    def _incidents(self, batch: Batch, alerts: list[Alert]) -> list[Incident]:
+        if self.incidents is None:
+            return []
+        records = self.incidents.observe(batch.ts_ms, alerts, batch.row_of)
+        for record in records:
+            self.metrics.incidents.labels(record.operator, record.state).inc()
+        return records
+
+    def _failed(self, batch: Batch, failure: OperatorFailure) -> list[Alert | Incident | DeadLetter]:
         self.consecutive_failures += 1
         letters = failed_rows(batch, failure)
         self.metrics.operator_failures.labels(failure.operator).inc()
@@ -235,7 +252,7 @@ class ShardLogic(StatefulBatchLogic[Batch, "Alert | ScoredEvent | DeadLetter", d
                 f"(pipeline.max_operator_failures); last error: {type(failure.error).__name__}: {failure.error}"
             ) from failure.error
         self._count(failure.alerts)
-        return [*failure.alerts, *letters]
+        return [*failure.alerts, *self._incidents(batch, failure.alerts), *letters]
 
     def _count(self, alerts: list[Alert]) -> None:
         for reason, total in self.chain.entities.evicted.items():
@@ -256,8 +273,8 @@ class ShardLogic(StatefulBatchLogic[Batch, "Alert | ScoredEvent | DeadLetter", d
             self.metrics.report_readings(operator, id(self))
         self.metrics.report_entities(id(self), len(self.chain.entities))
 
-    def _drain(self, everything: bool) -> list[Alert | ScoredEvent]:
-        alerts: list[Alert | ScoredEvent] = []
+    def _drain(self, everything: bool) -> list[Alert | Incident | ScoredEvent]:
+        alerts: list[Alert | Incident | ScoredEvent] = []
         while self.pending_rows >= self.target or (everything and self.pending_rows):
             filled = self.pending_rows >= self.target
             batch = self._take(self.target)
@@ -275,14 +292,14 @@ class ShardLogic(StatefulBatchLogic[Batch, "Alert | ScoredEvent | DeadLetter", d
             self.deadline = datetime.now(timezone.utc) + self.batching.max_wait
         return alerts
 
-    def on_batch(self, values: list[Batch]) -> tuple[Iterable[Alert | ScoredEvent], bool]:
+    def on_batch(self, values: list[Batch]) -> tuple[Iterable[Alert | Incident | ScoredEvent], bool]:
         self._add(values)
         return self._drain(everything=not self.batching.max_wait), StatefulBatchLogic.RETAIN
 
-    def on_notify(self) -> tuple[Iterable[Alert | ScoredEvent], bool]:
+    def on_notify(self) -> tuple[Iterable[Alert | Incident | ScoredEvent], bool]:
         return self._drain(everything=True), StatefulBatchLogic.RETAIN
 
-    def on_eof(self) -> tuple[Iterable[Alert | ScoredEvent], bool]:
+    def on_eof(self) -> tuple[Iterable[Alert | Incident | ScoredEvent], bool]:
         outputs = self._drain(everything=True)
         self._report_state(time.monotonic())  # the final metrics show the final state
         return outputs, StatefulBatchLogic.RETAIN
@@ -293,6 +310,8 @@ class ShardLogic(StatefulBatchLogic[Batch, "Alert | ScoredEvent | DeadLetter", d
     def snapshot(self) -> dict[str, Any]:
         started = time.monotonic()
         state = {"chain": self.chain.snapshot(), "pending": [part.to_plain() for part in self.pending]}
+        if self.incidents is not None:
+            state["incidents"] = self.incidents.snapshot()
         self.metrics.snapshot_seconds.observe(time.monotonic() - started)
         self.metrics.last_snapshot.set(time.time())
         return state
@@ -306,6 +325,8 @@ def build_flow(
     dead_letter_sink: Sink[DeadLetter] | None,
     metrics: Metrics,
     scores_sink: Sink[ScoredEvent] | None = None,
+    incident_sink: Sink[Incident] | None = None,
+    incident_quiet_ms: int = 900_000,
     shards: int,
     shard_by: str = "key",
     batching: Batching,
@@ -350,7 +371,8 @@ def build_flow(
     def build_shard(resume: dict | None) -> ShardLogic:
         chain = OperatorChain.build(operator_specs, max_entities=entities.max_entities, ttl_ms=entities.ttl_ms)
         return ShardLogic(chain, batching, metrics, resume, emit_scores=scores_sink is not None,
-                          max_operator_failures=max_operator_failures)
+                          max_operator_failures=max_operator_failures,
+                          incident_quiet_ms=incident_quiet_ms if incident_sink is not None else None)
 
     flow = Dataflow(name)
     raw = op.input("source", flow, source)
@@ -360,9 +382,13 @@ def build_flow(
     failed = op.branch("split_operator_errors", results, lambda item: isinstance(item, DeadLetter))
     results = failed.falses
     if scores_sink is not None:
-        outputs = op.branch("split_scores", results, lambda item: isinstance(item, Alert))
+        outputs = op.branch("split_scores", results, lambda item: not isinstance(item, ScoredEvent))
         _output("scores_out", outputs.falses, scores_sink)
         results = outputs.trues
+    if incident_sink is not None:
+        outputs = op.branch("split_incidents", results, lambda item: isinstance(item, Incident))
+        _output("incidents_out", outputs.trues, incident_sink)
+        results = outputs.falses
     if alert_sink is not None:
         _output("alerts_out", results, alert_sink)
     if dead_letter_sink is not None:

@@ -79,6 +79,8 @@ class Metrics:
             "vigil_events_invalid_total", "Records sent to the dead-letter sink, by reason.", ["reason"], registry=r
         )
         self.alerts = Counter("vigil_alerts_total", "Alerts emitted.", ["operator", "severity"], registry=r)
+        self.incidents = Counter("vigil_incidents_total", "Incident records emitted, by change (opened, updated, "
+                                 "resolved); open incidents = opened - resolved.", ["operator", "state"], registry=r)
         self.drift = Counter("vigil_drift_total", "Drift alarms, per watched field.", ["operator", "field"], registry=r)
         self.scores = Histogram("vigil_score", "Scores an operator published (score:<operator>), on its own scale.",
                                 ["operator"], buckets=SCORE_BUCKETS, registry=r)

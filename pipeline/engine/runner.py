@@ -34,14 +34,16 @@ from pipeline.engine.kafka import DeliveryError, KafkaSettings, PartitionPlan, p
 from pipeline.engine.metrics import Metrics
 from pipeline.engine.resources import ResourceError, exception_chain, writable_directory
 from pipeline.engine.shutdown import STOP, stop_on_signals
-from pipeline.engine.sinks import alert_message, build_sink, dead_letter_message, keyed_message, sort_by_source
+from pipeline.engine.sinks import (alert_message, build_sink, dead_letter_message, incident_message, keyed_message,
+                                   sort_by_source, sort_incidents)
 from pipeline.engine.decode import RecordBatch
 from pipeline.engine.sources import JsonLinesSource
 from pipeline.engine.watch import DecodeWatch
 
 log = logging.getLogger("vigil")
 
-SINK_ENCODERS = {"alerts": alert_message, "dead_letters": dead_letter_message, "scores": keyed_message}
+SINK_ENCODERS = {"alerts": alert_message, "incidents": incident_message, "dead_letters": dead_letter_message,
+                 "scores": keyed_message}
 # Errors that stop a run on purpose: the CLI says them in one line instead of Bytewax's traceback.
 STOP_REASONS = (OperatorFailuresExceeded, DeliveryError)
 
@@ -164,7 +166,7 @@ def run_pipeline(
     metrics = metrics or Metrics(kafka=kafka, recovery=recovery is not None)
     settings = KafkaSettings(config.kafka)
     sinks, paths = {}, {}
-    for name in ("alerts", "dead_letters", "scores"):
+    for name in SINK_ENCODERS:
         sink: SinkConfig = getattr(config.sinks, name)
         path = run_dir / sink.path if sink.type == "file" else None
         if bounded and recovery is None and path is not None and path.exists():
@@ -190,6 +192,8 @@ def run_pipeline(
                 alert_sink=sinks["alerts"],
                 dead_letter_sink=sinks["dead_letters"],
                 scores_sink=sinks["scores"],
+                incident_sink=sinks["incidents"],
+                incident_quiet_ms=round(config.incidents.quiet_seconds * 1000),
                 metrics=metrics,
                 shards=config.pipeline.shards,
                 shard_by=config.pipeline.shard_by,
@@ -225,8 +229,8 @@ def run_pipeline(
             server.server_close()
     elapsed = time.monotonic() - started
     if bounded:
-        for path in paths.values():
+        for name, path in paths.items():
             if path is not None:
-                sort_by_source(path)
+                (sort_incidents if name == "incidents" else sort_by_source)(path)
     (run_dir / "metrics.prom").write_bytes(metrics.exposition())
     return RunReport(run_dir, paths, elapsed, metrics, stopped)

@@ -31,6 +31,7 @@ from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkParti
 from confluent_kafka import Producer
 
 from operators.event import Alert, SourcePosition, parse_ts_ms
+from operators.incidents import Incident
 from pipeline.engine.decode import DeadLetter
 from pipeline.engine.kafka import DeliveryError
 from pipeline.engine.shutdown import FAILED
@@ -80,6 +81,13 @@ class JsonLinesStdoutSink(DynamicSink[Any]):
 def alert_message(alert: Alert) -> KafkaSinkMessage:
     return KafkaSinkMessage(alert.key.encode("utf-8"), _encoder.encode(alert), timestamp=parse_ts_ms(alert.ts),
                             headers=[("vigil-alert-id", alert.id.encode("ascii"))])
+
+
+def incident_message(incident: Incident) -> KafkaSinkMessage:
+    """Keyed by entity, so one entity's incident records stay in order on one partition."""
+    return KafkaSinkMessage(incident.key.encode("utf-8"), _encoder.encode(incident),
+                            timestamp=parse_ts_ms(incident.last_alert),
+                            headers=[("vigil-incident-id", incident.id.encode("ascii"))])
 
 
 def dead_letter_message(letter: DeadLetter) -> KafkaSinkMessage:
@@ -184,16 +192,35 @@ def sort_by_source(path: str | Path) -> int:
     A bounded run calls this when it ends, so that its output file does not depend on how the
     engine interleaved shards and timers: the same input gives byte-identical files.
     """
-    path = Path(path)
-    if not path.exists():
-        return 0
-    lines = path.read_bytes().splitlines()
     decoder = msgspec.json.Decoder(_Positioned)
 
     def order(line: bytes) -> tuple:
         item = decoder.decode(line)
         return (*item.source.sort_key(), item.operator, line)
 
+    return _sort_lines(Path(path), order)
+
+
+_INCIDENT_CHANGES = {"opened": 0, "updated": 1, "resolved": 2}
+
+
+def sort_incidents(path: str | Path) -> int:
+    """Rewrite an incidents output by incident (in the order they opened) and each incident's records in order,
+    dropping repeated lines (as :func:`sort_by_source` does for per-event outputs); returns the line count."""
+    decoder = msgspec.json.Decoder(Incident)
+
+    def order(line: bytes) -> tuple:
+        incident = decoder.decode(line)
+        return (incident.opened, incident.key, incident.operator, incident.id, _INCIDENT_CHANGES[incident.state],
+                incident.alerts, line)
+
+    return _sort_lines(Path(path), order)
+
+
+def _sort_lines(path: Path, order) -> int:
+    if not path.exists():
+        return 0
+    lines = path.read_bytes().splitlines()
     # Sorted, then without repeats: records re-delivered after a resume are identical to the first copy.
     lines = [line for line, _ in itertools.groupby(sorted(lines, key=order))]
     temporary = path.with_suffix(path.suffix + ".tmp")
