@@ -85,9 +85,11 @@ DEMO_PARTITIONS = 4
 
 def run_demo(config: Config, *, show_progress: bool = True, out: TextIO | None = None, broker: str | None = None) -> dict:
     demo = config.demo
-    if config.sinks.scores.type == "none":  # the severity alignment reads every event's scores
-        scores = SinkConfig(type="file", path="scores.jsonl")
-        config = dataclasses.replace(config, sinks=dataclasses.replace(config.sinks, scores=scores))
+    # The severity alignment reads every event's scores, and the summary scores the incidents.
+    for name in ("scores", "incidents"):
+        if getattr(config.sinks, name).type == "none":
+            sink = SinkConfig(type="file", path=f"{name}.jsonl")
+            config = dataclasses.replace(config, sinks=dataclasses.replace(config.sinks, **{name: sink}))
     stream = SyntheticStream(
         events=demo.events,
         entities=demo.entities,
