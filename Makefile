@@ -35,10 +35,13 @@ browser:
 	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
 	  $(APT_CHROMIUM) || { apt-get update -qq && $(APT_CHROMIUM); }
 
-# Prometheus and promtool (Debian's package) for the monitoring tests: installed here when missing (as root).
-APT_PROMETHEUS := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+# Prometheus, promtool and Alertmanager (Debian's packages) for the monitoring and operations tests: installed here when
+# missing (as root).
+APT_PROMETHEUS := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
+  prometheus-alertmanager >/dev/null
 prometheus:
-	@command -v promtool >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+	@{ command -v promtool && command -v prometheus-alertmanager; } >/dev/null || [ "$$(id -u)" != 0 ] || \
+	  ! command -v apt-get >/dev/null || \
 	  $(APT_PROMETHEUS) || { apt-get update -qq && $(APT_PROMETHEUS); }
 
 test: lint browser prometheus

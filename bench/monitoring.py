@@ -4,17 +4,21 @@
 Prometheus (the ``prometheus`` binary from Debian's package) with the repository's scrape config aimed at the run's
 metrics port and the repository's rules loaded. Events are written with :meth:`MonitoredRun.produce`.
 :func:`panel_queries` lists the PromQL of every panel of the Grafana dashboards, with their template variables
-filled in, so that both can evaluate exactly what the dashboards show.
+filled in, so that both can evaluate exactly what the dashboards show. :class:`Alertmanager` and
+:class:`WebhookReceiver` are a real Alertmanager and a receiver of its webhook notifications, for the tests of the
+Alertmanager sink.
 """
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -61,9 +65,11 @@ detector = "trend_cusum"
 
 
 class Prometheus:
-    """``prometheus`` on a loopback port with ``config`` (a dict) and the rule files beside it."""
+    """``prometheus`` on a loopback port with ``config`` (a dict) and the rule files beside it; with
+    ``remote_write_receiver`` it also takes remote-write requests at ``/api/v1/write``."""
 
-    def __init__(self, directory: Path, config: dict[str, Any], rules: dict[str, str]) -> None:
+    def __init__(self, directory: Path, config: dict[str, Any], rules: dict[str, str], *,
+                 remote_write_receiver: bool = False) -> None:
         binary = shutil.which("prometheus")
         if binary is None:
             raise RuntimeError("prometheus is missing: `make test` installs Debian's prometheus package (as root)")
@@ -75,7 +81,8 @@ class Prometheus:
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
             [binary, f"--config.file={directory / 'prometheus.yml'}", f"--storage.tsdb.path={directory / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"],
+             f"--web.listen-address=127.0.0.1:{self.port}"]
+            + (["--web.enable-remote-write-receiver"] if remote_write_receiver else []),
             stdout=open(directory / "prometheus.log", "wb"), stderr=subprocess.STDOUT)
         wait_until(self._ready, 60, "Prometheus to be ready")
 
@@ -117,6 +124,76 @@ class Prometheus:
         if self.process.poll() is None:
             self.process.terminate()
             self.process.wait(30)
+
+
+class Alertmanager:
+    """``prometheus-alertmanager`` on a loopback port (``port``, or a free one) with ``config`` (a dict), clustering
+    off (no gossip port)."""
+
+    def __init__(self, directory: Path, config: dict[str, Any], port: int | None = None) -> None:
+        binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+        if binary is None:
+            raise RuntimeError("alertmanager is missing: `make test` installs Debian's prometheus-alertmanager package "
+                               "(as root)")
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "alertmanager.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+        self.log = directory / "alertmanager.log"
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [binary, f"--config.file={directory / 'alertmanager.yml'}", f"--storage.path={directory / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address="],
+            stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
+        wait_until(self._ready, 60, "Alertmanager to be ready")
+
+    def _ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"alertmanager exited with code {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def api_alerts(self, **params: Any) -> list[dict[str, Any]]:
+        """``GET /api/v2/alerts`` (the alerts not yet resolved), with its query parameters (``filter``, ``active``)."""
+        query = urllib.parse.urlencode(params, doseq=True)
+        with urllib.request.urlopen(f"{self.url}/api/v2/alerts?{query}", timeout=30) as response:
+            return json.load(response)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)
+
+
+class WebhookReceiver:
+    """An HTTP server on a loopback port that keeps the JSON bodies posted to it, in order, in :attr:`notifications`:
+    what an Alertmanager ``webhook_config`` aimed at :attr:`url` sends."""
+
+    def __init__(self) -> None:
+        self.notifications: list[dict[str, Any]] = []
+        notifications = self.notifications
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                notifications.append(json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:  # no line per request on stderr
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        self.thread = threading.Thread(target=self.server.serve_forever, name="webhook-receiver", daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
 
 
 def scrape_config(metrics_port: int, interval: str) -> dict[str, Any]:

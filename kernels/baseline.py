@@ -143,8 +143,8 @@ def _refresh_precision(cov, shrinkage, min_var, precision, lower):  # pragma: no
 @numba.njit(cache=True)
 def _score_and_learn(slots, ts_ms, values, count, mean, cov, precision, recent, streak_start, normal_run, horizon,
                      influence, shrinkage, min_var, refresh, warmup, recent_alpha, rebaseline_ms, settle, deviant,
-                     surprise, residual, expected=None):  # pragma: no cover - compiled
-    # ``expected`` None compiles a version without its stores (numba prunes the branches).
+                     surprise, residual, expected=None, spread=None):  # pragma: no cover - compiled
+    # ``expected`` / ``spread`` None compile a version without their stores (numba prunes the branches).
     d = values.shape[1]
     q = np.empty(d)
     pq = np.empty(d)
@@ -160,6 +160,9 @@ def _score_and_learn(slots, ts_ms, values, count, mean, cov, precision, recent, 
         if expected is not None:
             for i in range(d):
                 expected[row, i] = mean[slot, i] if n >= warmup else math.nan
+        if spread is not None:
+            for i in range(d):
+                spread[row, i] = math.sqrt(max(cov[slot, i, i], min_var)) if n >= warmup else math.nan
         if missing:
             surprise[row] = math.nan
             residual[row, :] = math.nan
@@ -244,10 +247,12 @@ class LongMemoryReference(SlotArrays, Stateful):
         return [self.count, self.mean, self.cov, self.precision, self.recent, self.streak_start, self.normal_run]
 
     def score_and_learn(self, slots: np.ndarray, ts_ms: np.ndarray, values: np.ndarray,
-                        expected: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                        expected: np.ndarray | None = None,
+                        spread: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Per row: the surprise (−log₁₀ of the χ² tail of its distance; NaN while warming up or with a missing field)
-        and per field the conditional residual; then each row is learned, in order. ``expected``, a float64 array of
-        ``values``' shape, receives the mean each row was scored against (NaN while warming up): for guardrails."""
+        and per field the conditional residual; then each row is learned, in order. ``expected`` and ``spread``, float64
+        arrays of ``values``' shape, receive the mean and each field's standard deviation the row was scored against
+        (NaN while warming up): for guardrails and the expected band."""
         values = np.ascontiguousarray(values, dtype=np.float64).reshape(len(slots), self.n_fields)
         surprise, residual = np.empty(len(slots)), np.empty(values.shape)
         if len(slots) == 0:
@@ -258,7 +263,7 @@ class LongMemoryReference(SlotArrays, Stateful):
                              values, self.count, self.mean, self.cov, self.precision, self.recent, self.streak_start,
                              self.normal_run, self.horizon, self.influence, self.shrinkage, self.min_var, self.refresh,
                              self.warmup, self.recent_alpha, self.rebaseline_ms, self.settle, self.deviant,
-                             surprise, residual, expected)
+                             surprise, residual, expected, spread)
         return surprise, residual
 
     def reset(self, slots) -> None:

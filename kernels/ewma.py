@@ -38,8 +38,9 @@ from kernels.state import Stateful, tensor_bytes
 
 @numba.njit(cache=True)
 def _score_and_learn(slots, values, mean, var, count, alpha, clip, warmup, min_var, out,
-                     expected=None):  # pragma: no cover - compiled
-    # ``expected`` None compiles a version without its stores (numba prunes the branches), so the default costs nothing.
+                     expected=None, spread=None):  # pragma: no cover - compiled
+    # ``expected`` / ``spread`` None compile a version without their stores (numba prunes the branches), so the default
+    # costs nothing.
     for row in range(slots.shape[0]):
         slot = slots[row]
         for field in range(values.shape[1]):
@@ -48,6 +49,8 @@ def _score_and_learn(slots, values, mean, var, count, alpha, clip, warmup, min_v
                 out[row, field] = math.nan
                 if expected is not None:
                     expected[row, field] = math.nan
+                if spread is not None:
+                    spread[row, field] = math.nan
                 continue
             m, v, c = mean[slot, field], var[slot, field], count[slot, field]
             std = math.sqrt(max(v, min_var))
@@ -60,6 +63,8 @@ def _score_and_learn(slots, values, mean, var, count, alpha, clip, warmup, min_v
                 out[row, field] = math.nan
             if expected is not None:
                 expected[row, field] = m if c >= warmup and c > 0.0 else math.nan  # a slot never seen expects nothing
+            if spread is not None:
+                spread[row, field] = std if c >= warmup and c > 0.0 else math.nan
             weight = max(1.0 / (c + 1.0), alpha)
             mean[slot, field] = m + weight * residual
             var[slot, field] = (1.0 - weight) * (v + weight * residual * residual)
@@ -94,11 +99,13 @@ class RobustEwma(Stateful):
         self.mean, self.var, self.count = (np.concatenate([a, np.zeros((pad, self.n_fields))])
                                            for a in (self.mean, self.var, self.count))
 
-    def score_and_learn(self, slots: np.ndarray, values: np.ndarray, expected: np.ndarray | None = None) -> np.ndarray:
+    def score_and_learn(self, slots: np.ndarray, values: np.ndarray, expected: np.ndarray | None = None,
+                        spread: np.ndarray | None = None) -> np.ndarray:
         """Absolute z-score per (event, field), NaN where missing or not warm yet; then learn, row by row.
 
-        ``expected``, a float64 array of ``values``' shape, receives the mean each value was scored against, before
-        it learned (NaN where the value is missing, not warm yet, or the first of its slot): for guardrails."""
+        ``expected`` and ``spread``, float64 arrays of ``values``' shape, receive the mean and the standard deviation each
+        value was scored against, before it learned (NaN where the value is missing, not warm yet, or the first of its
+        slot): for guardrails and the expected band."""
         scores = np.empty(values.shape)
         if len(slots) == 0:
             return scores
@@ -108,7 +115,7 @@ class RobustEwma(Stateful):
         with timed(self.kernel_name, "cpu"):
             _score_and_learn(np.ascontiguousarray(slots, dtype=np.int64), np.ascontiguousarray(values, dtype=np.float64),
                              self.mean, self.var, self.count, float(self.alpha), float(self.clip), float(self.warmup),
-                             float(self.min_var), scores, expected)
+                             float(self.min_var), scores, expected, spread)
         return scores
 
     def evict(self, slots: np.ndarray) -> None:

@@ -70,6 +70,7 @@ REASONS = ("naive", "daily profile", "weekly profile", "new range", "new pattern
 NEW_RANGE, NEW_PATTERN = 3, 4
 LOG_SATURATION = 10.0  # a likelihood score reaches 1 at tail probability 1e-10, as the reference's log score does
 ERROR_CAP = 50.0  # an error counts at most this many typical errors: one outlier cannot own the average for long
+MAD_TO_SIGMA = math.sqrt(math.pi / 2.0)  # standard deviation per mean absolute deviation of a Gaussian
 
 
 class MetricStreamSettings(NamedTuple):
@@ -228,7 +229,23 @@ def _pattern_novelty(st, stream, x, s):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True)
-def _score_and_learn(slots, ts_ms, values, st, s, scores, reasons, surprise):  # pragma: no cover - compiled
+def _expectation(st, stream, x, errors, scoring, row, field, expected, spread):  # pragma: no cover - compiled
+    """The prediction with the smallest running error size (before this value is learned), and its error's standard
+    deviation (the size is a mean absolute error: sigma = size * sqrt(pi / 2) for Gaussian errors); NaN until the
+    stream scores."""
+    best_size, value = math.inf, math.nan
+    for p in range(PREDICTIONS):
+        if not math.isnan(errors[p]) and st.scale_n[stream, p] > 0 and st.scale[stream, p] < best_size:
+            best_size, value = st.scale[stream, p], x - errors[p]
+    known = scoring and not math.isnan(value)
+    expected[row, field] = value if known else math.nan
+    spread[row, field] = best_size * MAD_TO_SIGMA if known else math.nan
+
+
+@numba.njit(cache=True)
+def _score_and_learn(slots, ts_ms, values, st, s, scores, reasons, surprise, expected=None,
+                     spread=None):  # pragma: no cover - compiled
+    # ``expected`` / ``spread`` None compile a version without their stores (numba prunes the branches).
     n_fields = values.shape[1]
     week_buckets = 7 * s.day_buckets
     for row in range(slots.shape[0]):
@@ -242,6 +259,9 @@ def _score_and_learn(slots, ts_ms, values, st, s, scores, reasons, surprise):  #
                 scores[row, field] = math.nan
                 surprise[row, field] = math.nan
                 reasons[row, field] = -1
+                if expected is not None:
+                    expected[row, field] = math.nan
+                    spread[row, field] = math.nan
                 continue
             seen = st.count[stream]
             scoring = seen >= s.warmup
@@ -249,6 +269,8 @@ def _score_and_learn(slots, ts_ms, values, st, s, scores, reasons, surprise):  #
             errors = (x - st.last[stream] if seen > 0 else math.nan,
                       _profile_error(stream, day_bucket, x, st.day, st.day_seen, s.profile_alpha, s.min_seen),
                       _profile_error(stream, week_bucket, x, st.week, st.week_seen, s.profile_alpha, s.min_seen))
+            if expected is not None:
+                _expectation(st, stream, x, errors, scoring, row, field, expected, spread)
             for p in range(PREDICTIONS):
                 if not math.isnan(errors[p]):
                     score = _likelihood(st, stream, p, errors[p], s, scoring)
@@ -290,11 +312,15 @@ class MetricStreamDetector(SlotArrays, Stateful):
     def _arrays(self) -> list[np.ndarray]:
         return list(self.state)
 
-    def score_and_learn(self, slots: np.ndarray, ts_ms: np.ndarray,
-                        values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def score_and_learn(self, slots: np.ndarray, ts_ms: np.ndarray, values: np.ndarray,
+                        expected: np.ndarray | None = None,
+                        spread: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per (row, field): the score in [0, 1] (NaN where the value is missing), the index in :data:`REASONS` of what
         scored it (−1 where nothing was emitted) and the surprise before the refractory gate (the largest of the five
-        scores, NaN until one can score); rows are scored in order, each before its stream learns it."""
+        scores, NaN until one can score); rows are scored in order, each before its stream learns it. ``expected`` and
+        ``spread`` (both or neither), float64 arrays of ``values``' shape, receive the best prediction of each value
+        (the one whose errors have been smallest) and the standard deviation of its errors, NaN until the stream
+        scores: the expected band."""
         values = np.ascontiguousarray(values, dtype=np.float64).reshape(len(slots), self.n_fields)
         scores, surprise = np.zeros(values.shape), np.zeros(values.shape)
         reasons = np.full(values.shape, -1, dtype=np.int8)
@@ -303,7 +329,7 @@ class MetricStreamDetector(SlotArrays, Stateful):
         self.resize(max(self.slots, (int(slots.max()) + 1) * self.n_fields))
         with timed(self.kernel_name, "cpu"):
             _score_and_learn(np.ascontiguousarray(slots, dtype=np.int64), np.ascontiguousarray(ts_ms, dtype=np.int64),
-                             values, self.state, self.settings, scores, reasons, surprise)
+                             values, self.state, self.settings, scores, reasons, surprise, expected, spread)
         return scores, reasons, surprise
 
     def evict(self, slots: np.ndarray) -> None:

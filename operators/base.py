@@ -34,10 +34,26 @@ import numpy as np
 from kernels.device import select_device
 from kernels.state import Stateful
 from operators.alerting import CalibratedAlerting
-from operators.batch import P_VALUE_SUFFIX, SCORE_PREFIX, Batch
-from operators.event import Alert, alert_id, format_ts
+from operators.batch import P_VALUE_SUFFIX, SCORE_PREFIX, Band, Batch
+from operators.event import Alert, Expectation, alert_id, format_ts
 from operators.guardrails import GuardrailParams, Guardrails
 from operators.params import ParamError, validate
+
+
+# The expected band is the expected value plus and minus this many standard deviations: Shewhart's control limits.
+BAND_SIGMAS = 3.0
+
+
+def expectations(batch: Batch, band: Band, row: int, fields: Sequence[str]) -> dict[str, Expectation] | None:
+    """What ``band`` expected of ``fields`` on ``row`` (those it knew), for an alert's record."""
+    found = {}
+    for name in fields:
+        if name in band.fields:
+            j = band.fields.index(name)
+            if np.isfinite(band.expected[row, j]):
+                found[name] = Expectation(float(batch.column(name)[row]), float(band.expected[row, j]),
+                                          float(band.lower[row, j]), float(band.upper[row, j]))
+    return found or None
 
 
 class Reading(NamedTuple):
@@ -114,7 +130,7 @@ class Operator(Stateful):
         return {}
 
     def alert(self, batch: Batch, row: int, *, score: float, severity: str, reason: str, fields: list[str],
-              p_value: float | None = None) -> Alert:
+              p_value: float | None = None, expected: dict[str, Expectation] | None = None) -> Alert:
         source = batch.source(row)
         return Alert(
             id=alert_id(source, self.name),
@@ -128,13 +144,16 @@ class Operator(Stateful):
             fields=fields,
             source=source,
             p_value=p_value,
+            expected=expected,
         )
 
 
 class ScoringOperator(Operator):
     """An outlier operator: one raw score per event, alerts by :mod:`operators.alerting`.
 
-    It publishes the raw score as ``score:<name>`` and its calibrated p-value as ``score:<name>.p``.
+    It publishes the raw score as ``score:<name>`` and its calibrated p-value as ``score:<name>.p`` and, when the
+    operator models a level (:meth:`level`), its expected band in ``batch.bands[<name>]``: the expected value plus and
+    minus :data:`BAND_SIGMAS` standard deviations, which each alert also states for the fields it names.
     Subclasses implement :meth:`score` and :meth:`explain`, and extend :meth:`snapshot`,
     :meth:`restore`, :meth:`state_bytes` and :meth:`evict` (calling ``super()``, which covers the
     calibration and the guardrails) with their scorer's state. Their ``Params`` has an ``alerting: AlertingParams``
@@ -151,8 +170,6 @@ class ScoringOperator(Operator):
         own_reference = type(self).expected is ScoringOperator.expected
         self.guardrails = (None if guardrails == GuardrailParams()
                            else Guardrails(guardrails, self.numeric_inputs, own_reference=own_reference))
-        # Whether score() must keep what expected() returns: only for guardrails that compare with it.
-        self.wants_expected = self.guardrails is not None and self.guardrails.checks_deviation and not own_reference
 
     @abstractmethod
     def score(self, batch: Batch) -> np.ndarray:
@@ -167,10 +184,23 @@ class ScoringOperator(Operator):
 
     def expected(self, batch: Batch) -> np.ndarray | None:
         """The value each of :attr:`numeric_inputs` was expected to take, per (row, field), as the last :meth:`score`
-        saw it before learning from the row (NaN where unknown), for the guardrails. An operator with a level model
-        overrides it and keeps those values in :meth:`score` while ``self.wants_expected``; by default (None) the
-        guardrails keep their own reference (:class:`operators.guardrails.Guardrails`)."""
+        saw it before learning from the row (NaN where unknown), for the guardrails. An operator whose level model
+        suits them overrides it; by default (None) the guardrails keep their own reference
+        (:class:`operators.guardrails.Guardrails`)."""
         return None
+
+    def level(self, batch: Batch) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per (row, field of :attr:`numeric_inputs`): the value the last :meth:`score` expected, and the standard
+        deviation it expected around it, before learning from the row (NaN where unknown); None for an operator without
+        a level model (no band)."""
+        return None
+
+    def _band(self, batch: Batch) -> Band | None:
+        level = self.level(batch)
+        if level is None:
+            return None
+        expected, spread = level
+        return Band(self.numeric_inputs, expected, expected - BAND_SIGMAS * spread, expected + BAND_SIGMAS * spread)
 
     def calibrated(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """What alerting judges, and where an alert may be raised: by default the raw scores, everywhere."""
@@ -191,6 +221,9 @@ class ScoringOperator(Operator):
             p_values, levels, outside = self._guard(batch, p_values, levels)
         batch.scores[self.name] = scores
         batch.scores[f"{self.name}{P_VALUE_SUFFIX}"] = p_values
+        band = self._band(batch)
+        if band is not None:
+            batch.bands[self.name] = band
         alerting = (levels >= 0) & may_alert
         if outside is not None:
             alerting |= outside.any(axis=1)
@@ -200,8 +233,12 @@ class ScoringOperator(Operator):
                 alerts.append(self._range_alert(batch, row, outside[row], scores, p_values))
                 continue
             reason, fields = self.explain(batch, row)
+            expected = None
+            if band is not None:
+                reason = "; ".join(filter(None, [reason, band.describe(row, fields)]))
+                expected = expectations(batch, band, row, fields)
             alerts.append(self.alert(batch, row, score=float(scores[row]), severity=self.alerting.level_names[levels[row]],
-                                     reason=reason, fields=fields, p_value=float(p_values[row])))
+                                     reason=reason, fields=fields, p_value=float(p_values[row]), expected=expected))
         return alerts
 
     def _guard(self, batch: Batch, p_values: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

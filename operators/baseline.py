@@ -155,7 +155,7 @@ class BaselineOperator(ScoringOperator):
         self.gates = {GATES[part]: FirstCrossing(params.fast_refractory if part == FAST else params.refractory,
                                                  GATE_SATURATION) for part in gated_parts}
         self._residual = self._pattern = self._z = np.empty((0, d))
-        self._expected: np.ndarray | None = None
+        self._expected = self._spread = np.empty((0, d))
         self._numeric = [self.fields.index(name) for name in self.numeric_inputs]
         self._parts = self._gated = np.empty((0, len(GATES)))
         self._judged = np.empty(0)
@@ -170,8 +170,9 @@ class BaselineOperator(ScoringOperator):
 
     def score(self, batch: Batch) -> np.ndarray:
         values = batch.matrix(self.fields)
-        self._expected = np.empty(values.shape) if self.wants_expected else None
-        long_surprise, self._residual = self.long.score_and_learn(batch.slots, batch.ts_ms, values, self._expected)
+        self._expected, self._spread = np.empty(values.shape), np.empty(values.shape)
+        long_surprise, self._residual = self.long.score_and_learn(batch.slots, batch.ts_ms, values, self._expected,
+                                                                  self._spread)
         pattern_surprise = np.full(len(batch), np.nan)
         if self.patterns is not None:
             _, _, surprise = self.patterns.score_and_learn(batch.slots, batch.ts_ms, values)
@@ -195,6 +196,10 @@ class BaselineOperator(ScoringOperator):
     def expected(self, batch: Batch) -> np.ndarray:
         """The long reference's mean each row was scored against (before it learned the row), NaN while warming up."""
         return self._expected[:, self._numeric]
+
+    def level(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+        """The long reference's mean and each field's standard deviation each row was scored against."""
+        return self._expected[:, self._numeric], self._spread[:, self._numeric]
 
     def judge(self, batch: Batch, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The gated parts' surprises and the fast part are calibrated apart (a spike must be rare among spikes, not

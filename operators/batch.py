@@ -13,7 +13,9 @@ A :class:`Batch` holds one shard's events as arrays, one row per event, in strea
   not a number; ``text``: one object column per text field asked for, None where it is missing or
   not a string;
 * ``label``, ``group``, ``ids`` (object arrays, None where absent): the optional event attributes;
-* ``scores``: columns published by operators (``score:<name>`` for later operators).
+* ``scores``: columns published by operators (``score:<name>`` for later operators);
+* ``bands``: per outlier operator that models a level, its :class:`Band`: the value it expected each field to take and
+  the band around it, per row.
 
 Operators read and write arrays only: a batch exposes no event objects. :meth:`Batch.from_events`
 builds one from :class:`~operators.event.Event` records (tests, docs, and the engine until it decodes
@@ -31,6 +33,7 @@ straight into columns).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -43,6 +46,29 @@ FILE_PARTITION = -1  # the partition column of rows read from a file (offset is 
 NO_ITEM = -1  # the item column of a row whose record holds one event
 
 _NUMBER_TYPES = (float, int)
+
+
+class Band(NamedTuple):
+    """What an operator expected its ``fields`` to take on each row, before it learned the row: the expected value and
+    the band it considered normal, arrays of shape (rows, fields), NaN where it did not know yet."""
+
+    fields: tuple[str, ...]
+    expected: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+
+    def describe(self, row: int, fields: Sequence[str]) -> str:
+        """The expectation for ``fields`` on ``row``, as an alert says it ("expected 180 [150, 210]"); "" if unknown.
+
+        >>> band = Band(("cpu",), np.array([[180.0]]), np.array([[150.0]]), np.array([[210.0]]))
+        >>> band.describe(0, ["cpu"])
+        'expected 180 [150, 210]'
+        """
+        known = [(name, self.fields.index(name)) for name in fields if name in self.fields]
+        known = [(name, j) for name, j in known if np.isfinite(self.expected[row, j])]
+        parts = [f"{name + ' ' if len(known) > 1 else ''}{self.expected[row, j]:.4g} "
+                 f"[{self.lower[row, j]:.4g}, {self.upper[row, j]:.4g}]" for name, j in known]
+        return "expected " + ", ".join(parts) if parts else ""
 
 
 def _objects(values: Iterable) -> np.ndarray:
@@ -75,6 +101,7 @@ class Batch:
         self.ids = none if ids is None else ids
         self.item = np.full(n, NO_ITEM, dtype=np.int64) if item is None else item
         self.scores: dict[str, np.ndarray] = {}
+        self.bands: dict[str, Band] = {}
 
     @classmethod
     def from_events(cls, events: Sequence[Event], *, numeric: Sequence[str] | None = None,
@@ -211,16 +238,18 @@ class Batch:
         raise KeyError(f"no row of the batch is at {source}")
 
     def rows(self, start: int, stop: int) -> Batch:
-        """Rows ``[start, stop)`` as a batch of views (published scores included)."""
+        """Rows ``[start, stop)`` as a batch of views (published scores and bands included)."""
         return self.take(slice(start, stop))
 
     def take(self, part: slice | np.ndarray) -> Batch:
-        """The rows selected by a slice (views) or an index array (copies), published scores included."""
+        """The rows selected by a slice (views) or an index array (copies), published scores and bands included."""
         sub = Batch(self.keys[part], self.slots[part], self.ts_ms[part], self.origin[part], self.partition[part],
                     self.offset[part], numeric={k: v[part] for k, v in self.numeric.items()},
                     text={k: v[part] for k, v in self.text_columns.items()}, label=self.label[part],
                     group=self.group[part], ids=self.ids[part], item=self.item[part])
         sub.scores = {k: v[part] for k, v in self.scores.items()}
+        sub.bands = {k: Band(band.fields, band.expected[part], band.lower[part], band.upper[part])
+                     for k, band in self.bands.items()}
         return sub
 
 

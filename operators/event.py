@@ -59,6 +59,15 @@ class Event(msgspec.Struct):
     id: str | None = None
 
 
+class Expectation(msgspec.Struct):
+    """A field's value and what the operator expected of it: the expected value and the band around it."""
+
+    value: float
+    expected: float
+    lower: float
+    upper: float
+
+
 class Alert(msgspec.Struct):
     """An operator's finding about one event.
 
@@ -77,6 +86,8 @@ class Alert(msgspec.Struct):
     fields: list[str]
     source: SourcePosition
     p_value: float | None = None  # calibrated p-value of the score (outlier operators)
+    # Per field it names, where the operator models a level: the value, the expected value and band.
+    expected: dict[str, Expectation] | None = None
 
 
 def alert_id(source: SourcePosition, operator: str) -> str:

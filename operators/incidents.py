@@ -136,6 +136,11 @@ class IncidentTracker:
                         format_ts(state["opened_ms"]), format_ts(state["last_ms"]), state["alerts"],
                         list(state["fields"]), state["reason"], float(state["score"]), state["alert"], resolved)
 
+    def open_records(self) -> list[Incident]:
+        """Each open incident as it stands (state ``updated``): for a consumer that must be told again after a restart.
+        """
+        return [self._record(state, "updated") for state in self.open.values()]
+
     def snapshot(self) -> dict[str, Any]:
         """The open incidents and the watermark, as plain data."""
         return {"watermark": self.watermark,

@@ -8,9 +8,11 @@ event's score is the largest over its fields, in [0, 1], and 0 except where some
 single threshold means the same thing on every stream (it is NAB's detector score, ``vigil evaluate nab``). Alerts
 follow the calibrated false-alarm budget (:mod:`operators.alerting`) like every scoring operator's, judged on the
 surprise before the refractory gate (a mostly-zero score would make any positive one look rare), and only where the
-gate emitted a score: one alert per burst. Guardrails (:mod:`operators.guardrails`) compare values with their own
-reference, as for an operator without a level model: the kernel keeps three predictions and exposes none. Timescales are
-fixed counts of events or spans of event time: nothing depends on the length or the range of a whole series.
+gate emitted a score: one alert per burst. The expected band is a field's best prediction (of the three, the one whose
+errors have been smallest) plus and minus three standard deviations of its errors. Guardrails
+(:mod:`operators.guardrails`) compare values with their own steady reference rather than with that prediction, which is
+often the previous value and would follow a slow drift. Timescales are fixed counts of events or spans of event
+time: nothing depends on the length or the range of a whole series.
 
 >>> from operators.event import Event, SourcePosition
 >>> import numpy as np
@@ -20,7 +22,7 @@ fixed counts of events or spans of event time: nothing depends on the length or 
 ...           for i, v in enumerate(values)]
 >>> op = MetricStreamOperator.from_config("metric", ["cpu"], MetricStreamParams())
 >>> [(a.source.offset, a.fields, a.reason) for a in op.process(Batch.from_events(events))]
-[(700, ['cpu'], 'cpu=45 is beyond every earlier value of its stream')]
+[(700, ['cpu'], 'cpu=45 is beyond every earlier value of its stream; expected 20 [17.67, 22.32]')]
 
 References
 ----------
@@ -90,6 +92,8 @@ class MetricStreamOperator(ScoringOperator):
         self._per_field = np.empty((0, len(self.fields)))
         self._surprise = np.empty(0)
         self._reasons = np.empty((0, len(self.fields)), dtype=np.int8)
+        self._expected = self._spread = np.empty((0, len(self.fields)))
+        self._numeric = [self.fields.index(name) for name in self.numeric_inputs]
 
     @classmethod
     def contract_cases(cls) -> list[tuple[list[str], MetricStreamParams]]:
@@ -98,10 +102,16 @@ class MetricStreamOperator(ScoringOperator):
                                                   alerting=AlertingParams(window=50, warmup=10, tail=5)))]
 
     def score(self, batch: Batch) -> np.ndarray:
-        self._per_field, self._reasons, surprise = self.kernel.score_and_learn(batch.slots, batch.ts_ms,
-                                                                               batch.matrix(self.fields))
+        values = batch.matrix(self.fields)
+        self._expected, self._spread = np.empty(values.shape), np.empty(values.shape)
+        self._per_field, self._reasons, surprise = self.kernel.score_and_learn(batch.slots, batch.ts_ms, values,
+                                                                               self._expected, self._spread)
         self._surprise = row_max(surprise)
         return row_max(self._per_field)
+
+    def level(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+        """Per field, its best prediction (the one whose errors have been smallest) and the spread of its errors."""
+        return self._expected[:, self._numeric], self._spread[:, self._numeric]
 
     def calibrated(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Alerting judges the surprise before the refractory gate, and alerts only where the gate emitted."""

@@ -4,8 +4,9 @@ The fast baseline scorer: for every entity and numeric field it keeps a winsoris
 weighted mean and variance (:class:`kernels.ewma.RobustEwma`) and scores each event, before learning
 from it, by the largest absolute z-score over its fields. Events score NaN until the entity has seen
 ``warmup`` values of a field. Alerts follow the calibrated false-alarm budget
-(:mod:`operators.alerting`) and name the field responsible. Guardrails (:mod:`operators.guardrails`) compare a value
-with the running mean it was scored against.
+(:mod:`operators.alerting`) and name the field responsible; the expected band is the running mean plus and minus three
+running standard deviations. Guardrails (:mod:`operators.guardrails`) compare a value with the running mean it was
+scored against.
 
 >>> from operators.event import Event, SourcePosition
 >>> op = ZScoreOperator.from_config("outlier", ["cpu"], ZScoreParams(warmup=5, alerting=AlertingParams(warmup=50)))
@@ -65,7 +66,8 @@ class ZScoreOperator(ScoringOperator):
             min_std=params.min_std,
         )
         self._worst_field = np.empty(0, dtype=np.int64)  # per row of the batch being processed
-        self._means = np.empty((0, len(self.fields)))  # per row: the means it was scored against (guardrails only)
+        # per row: the means and standard deviations it was scored against
+        self._means = self._stds = np.empty((0, len(self.fields)))
         self._numeric = [j for j, name in enumerate(self.fields) if not name.startswith(SCORE_PREFIX)]
 
     @classmethod
@@ -77,8 +79,8 @@ class ZScoreOperator(ScoringOperator):
 
     def score(self, batch: Batch) -> np.ndarray:
         x = batch.matrix(self.fields)
-        self._means = np.empty(x.shape) if self.wants_expected else None
-        z = self.kernel.score_and_learn(batch.slots, x, self._means)
+        self._means, self._stds = np.empty(x.shape), np.empty(x.shape)
+        z = self.kernel.score_and_learn(batch.slots, x, self._means, self._stds)
         finite = np.where(np.isnan(z), -np.inf, z)
         self._worst_field = finite.argmax(axis=1) if len(batch) else np.empty(0, dtype=np.int64)
         score = finite.max(axis=1, initial=-np.inf)
@@ -88,6 +90,10 @@ class ZScoreOperator(ScoringOperator):
     def expected(self, batch: Batch) -> np.ndarray:
         """The running means each row was scored against (before it updated them), NaN until a field is warm."""
         return self._means[:, self._numeric]
+
+    def level(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+        """The running means and robust standard deviations each row was scored against."""
+        return self._means[:, self._numeric], self._stds[:, self._numeric]
 
     def explain(self, batch: Batch, row: int) -> tuple[str, list[str]]:
         field_name = self.fields[self._worst_field[row]]

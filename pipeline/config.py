@@ -175,6 +175,46 @@ class SinkConfig:
 
 
 @dataclass
+class AlertmanagerConfig:
+    """Incidents posted to Alertmanager's v2 API (README "Operations"); an empty ``url`` leaves it off. Secrets are
+    never config values: a bearer token comes from ``bearer_token_env`` or ``bearer_token_file``."""
+
+    url: str = ""  # e.g. http://alertmanager:9093 (the API path /api/v2/alerts is added)
+    # A link in each alert (annotation dashboard, and generatorURL): {entity}, {operator}, {fields} and {incident}
+    # are replaced, URL-encoded; e.g. http://grafana:3000/d/vigil-series/vigil-series?var-entity={entity}
+    dashboard_url: str = ""
+    labels: dict[str, str] = field(default_factory=dict)  # added to every alert's labels (e.g. team = "sre")
+    # A firing incident is posted again this often, so Alertmanager (whose resolve_timeout is 5 minutes by default)
+    # keeps it firing while it is open.
+    repost_seconds: float = field(default=60.0, metadata=_range(1.0))
+    # A record Alertmanager did not take is retried with back-off for this long, then written to the dead-letter file.
+    retry_seconds: float = field(default=300.0, metadata=_range(0.0))
+    timeout_seconds: float = field(default=10.0, metadata=_range(0.1))
+    dead_letter_path: str = "alertmanager_dead_letters.jsonl"  # in the run directory
+    bearer_token_env: str = ""
+    bearer_token_file: str = ""
+
+
+@dataclass
+class RemoteWriteConfig:
+    """Per-series export to a Prometheus remote-write endpoint (Prometheus with --web.enable-remote-write-receiver,
+    VictoriaMetrics, Mimir): per entity, each input value and each outlier operator's score and expected band, labelled
+    by the parts of the entity key (README "Operations"). An empty ``url`` leaves it off."""
+
+    url: str = ""  # e.g. http://prometheus:9090/api/v1/write
+    # At most this many series are exported; over it, the entities least recently anomalous are dropped first.
+    max_series: int = field(default=10_000, metadata=_range(1, 10_000_000))
+    # How often the latest sample of each series is sent (like a scrape interval).
+    interval_seconds: float = field(default=15.0, metadata=_range(0.05))
+    labels: dict[str, str] = field(default_factory=dict)  # added to every series (e.g. job = "vigil")
+    # A request the endpoint could not take is retried with back-off for this long, then its samples are dropped.
+    retry_seconds: float = field(default=60.0, metadata=_range(0.0))
+    timeout_seconds: float = field(default=10.0, metadata=_range(0.1))
+    bearer_token_env: str = ""
+    bearer_token_file: str = ""
+
+
+@dataclass
 class SinksConfig:
     alerts: SinkConfig = field(default_factory=lambda: SinkConfig(path="alerts.jsonl"))
     dead_letters: SinkConfig = field(default_factory=lambda: SinkConfig(path="dead_letters.jsonl"))
@@ -183,6 +223,7 @@ class SinksConfig:
     # Alerts grouped per entity and operator into incidents that open, update and resolve ([incidents]). Off by
     # default: the two dataflow steps it adds cost about a fifth of the bench suite's Kafka throughput.
     incidents: SinkConfig = field(default_factory=lambda: SinkConfig(type="none", path="incidents.jsonl"))
+    alertmanager: AlertmanagerConfig = field(default_factory=AlertmanagerConfig)
 
 
 @dataclass
@@ -248,6 +289,7 @@ class Config:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    remote_write: RemoteWriteConfig = field(default_factory=RemoteWriteConfig)
 
     def operator_specs(self) -> list[OperatorSpec]:
         issues: list[ConfigIssue] = []

@@ -1,5 +1,6 @@
 """The Grafana dashboards of deploy/grafana: committed as generate.py writes them, well-formed for Grafana, and querying
-only series Vigil exports or records, by bounded labels (an entity key as a label would make one series per entity)."""
+only series Vigil exports, remote-writes or records, by bounded labels (an entity key as a label would make one series
+per entity; only the series dashboard, which reads the opt-in remote-written series, may select an entity)."""
 from __future__ import annotations
 
 import importlib.util
@@ -14,6 +15,7 @@ from grafana_foundation_sdk.cog.plugins import register_default_plugins
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
 from pipeline.engine.metrics import Metrics
+from pipeline.engine.series_export import SERIES_METRICS
 
 GRAFANA = Path(__file__).resolve().parents[1] / "deploy" / "grafana"
 RULES = Path(__file__).resolve().parents[1] / "deploy" / "prometheus" / "vigil-rules.yml"
@@ -21,6 +23,13 @@ DASHBOARD_FILES = sorted((GRAFANA / "dashboards").glob("*.json"))
 DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
 ALLOWED_LABELS = {"job", "instance", "operator", "severity", "reason", "outcome", "field", "kernel", "device", "topic",
                   "partition", "category", "group", "window", "gap", "bound", "le", "version"}
+# The series dashboard may also select by entity (field is allowed everywhere): the series it reads are remote-written
+# only when [remote_write] is configured, and remote_write.max_series caps them, and with them the entity label's values.
+# Key-part labels (host, service) stay forbidden there too.
+SERIES_UID = "vigil-series"
+SERIES_LABELS = ALLOWED_LABELS | {"entity"}
+# Fields of Grafana's Prometheus annotations that the pinned SDK's AnnotationQuery lacks (later SDK versions have them).
+PROMETHEUS_ANNOTATION_FIELDS = ("titleFormat", "tagKeys")
 # Series names a family of each type exposes, as suffixes of the family name; a labelled family without children
 # yields no samples from collect(), so its series names come from its type.
 SERIES_SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",), "histogram": ("_bucket", "_count", "_sum", "_created"),
@@ -38,6 +47,8 @@ GROUPING = {"by", "without", "on", "ignoring", "group_left", "group_right"}  # f
 KEYWORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan"}
 LABEL_VALUES = re.compile(r"label_values\((?P<selector>.+),\s*(?P<label>\w+)\)")
 LEGEND_LABEL = re.compile(r"\{\{\s*(\w+)\s*\}\}")
+VARIABLE_MATCH = re.compile(r'(=~|!~|!=|=)\s*"[^"]*\$')  # the matcher operator before a string holding a variable
+SELECTED = re.compile(r'(\w+)=~"\$\{?(\w+)\}?"')
 
 
 def promql_names(expr: str) -> tuple[set[str], set[str]]:
@@ -97,8 +108,9 @@ def load(path: Path) -> dict:
 
 
 def exported_metrics() -> set[str]:
+    """Series names of Vigil's /metrics, with every optional family registered."""
     names = set()
-    for family in Metrics().registry.collect():
+    for family in Metrics(remote_write=True, alertmanager=True).registry.collect():
         names.update(family.name + suffix for suffix in SERIES_SUFFIXES[family.type])
         names.update(sample.name for sample in family.samples)
     return names
@@ -115,10 +127,15 @@ def all_panels(panels: list[dict]) -> list[dict]:
     return [inner for panel in panels for inner in [panel, *all_panels(panel.get("panels", []))]]
 
 
+def annotations(board: dict) -> list[dict]:
+    return board["annotations"].get("list", [])
+
+
 def queries(board: dict) -> list[tuple[str, str]]:
-    """(where, PromQL) of every panel target and every variable's selector."""
+    """(where, PromQL) of every panel target, every annotation and every variable's selector."""
     found = [(f"panel {panel['title']!r}", target["expr"])
              for panel in all_panels(board["panels"]) for target in panel.get("targets", [])]
+    found += [(f"annotation {annotation['name']!r}", annotation["expr"]) for annotation in annotations(board)]
     for variable in board["templating"]["list"]:
         match = LABEL_VALUES.fullmatch(variable["query"])
         assert match, f"variable {variable['name']}: expected label_values(selector, label), got {variable['query']!r}"
@@ -131,9 +148,9 @@ def test_committed_dashboards_are_current():
     assert committed == load_generator().rendered(), "run .venv/bin/python deploy/grafana/generate.py and commit the JSON"
 
 
-def test_five_vigil_dashboards():
+def test_six_vigil_dashboards():
     assert {load(path)["uid"] for path in DASHBOARD_FILES} == {
-        "vigil-pipeline", "vigil-detection", "vigil-cnn", "vigil-privacy", "vigil-fairness"}
+        "vigil-pipeline", "vigil-detection", "vigil-cnn", "vigil-privacy", "vigil-fairness", SERIES_UID}
 
 
 @pytest.mark.parametrize("path", DASHBOARD_FILES, ids=lambda path: path.stem)
@@ -146,8 +163,12 @@ def test_dashboard_is_grafana_json(path):
     assert isinstance(board["templating"]["list"], list)
     assert set(board["time"]) == {"from", "to"}
     # The SDK's model decodes the fields Grafana's schema has: one it drops or rewrites is not Grafana's. (It may add
-    # defaults: an empty fieldConfig.defaults.custom of a timeseries.)
+    # defaults: an empty fieldConfig.defaults.custom of a timeseries.) Only the annotation fields it lacks are set aside,
+    # and must be strings.
     register_default_plugins()
+    for annotation in annotations(board):
+        for name in PROMETHEUS_ANNOTATION_FIELDS:
+            assert isinstance(annotation.pop(name, ""), str), (annotation["name"], name)
     assert kept(board, json.loads(json.dumps(Dashboard.from_json(board), cls=JSONEncoder)))
 
 
@@ -185,11 +206,13 @@ def test_panels_are_described_placed_and_targeted(path):
                 assert target["format"] == "heatmap" and "by (le)" in target["expr"], panel["title"]
     for variable in load(path)["templating"]["list"]:
         assert variable["datasource"] == DATASOURCE, variable["name"]
+    for annotation in annotations(load(path)):
+        assert annotation["datasource"] == DATASOURCE and annotation.get("expr", "").strip(), annotation["name"]
 
 
 @pytest.mark.parametrize("path", DASHBOARD_FILES, ids=lambda path: path.stem)
 def test_queries_read_exported_or_recorded_metrics(path):
-    known = exported_metrics() | set(recording_rules())
+    known = exported_metrics() | set(SERIES_METRICS) | set(recording_rules())
     for where, expr in queries(load(path)):
         metrics, _ = promql_names(expr)
         assert metrics, f"{where}: no metric in {expr!r}"
@@ -207,15 +230,81 @@ def test_recording_rules_read_exported_metrics():
 @pytest.mark.parametrize("path", DASHBOARD_FILES, ids=lambda path: path.stem)
 def test_queries_use_bounded_labels_only(path):
     board = load(path)
+    allowed = SERIES_LABELS if board["uid"] == SERIES_UID else ALLOWED_LABELS
     for where, expr in queries(board):
         _, labels = promql_names(expr)
-        assert labels <= ALLOWED_LABELS, f"{where}: labels {sorted(labels - ALLOWED_LABELS)} in {expr!r}"
+        assert labels <= allowed, f"{where}: labels {sorted(labels - allowed)} in {expr!r}"
     for variable in board["templating"]["list"]:
-        assert LABEL_VALUES.fullmatch(variable["query"])["label"] in ALLOWED_LABELS, variable["name"]
+        assert LABEL_VALUES.fullmatch(variable["query"])["label"] in allowed, variable["name"]
     for panel in all_panels(board["panels"]):
         for target in panel.get("targets", []):
             legend_labels = set(LEGEND_LABEL.findall(target["legendFormat"]))
-            assert legend_labels <= ALLOWED_LABELS, f"{panel['title']}: legend labels {sorted(legend_labels - ALLOWED_LABELS)}"
+            assert legend_labels <= allowed, f"{panel['title']}: legend labels {sorted(legend_labels - allowed)}"
+    for annotation in annotations(board):
+        shown = set(LEGEND_LABEL.findall(annotation.get("titleFormat", ""))) | set(
+            filter(None, annotation.get("tagKeys", "").split(",")))
+        assert shown <= allowed, f"annotation {annotation['name']}: labels {sorted(shown - allowed)} in its title or tags"
+
+
+@pytest.mark.parametrize("path", DASHBOARD_FILES, ids=lambda path: path.stem)
+def test_variables_are_matched_by_regex(path):
+    """A multi-value or All variable expands to a regex, and bench/monitoring.py fills every one in as ``.*``."""
+    for where, expr in queries(load(path)):
+        assert set(VARIABLE_MATCH.findall(expr)) <= {"=~"}, f"{where}: a variable matched without =~ in {expr!r}"
+
+
+def series_board() -> dict:
+    [board] = [board for board in map(load, DASHBOARD_FILES) if board["uid"] == SERIES_UID]
+    return board
+
+
+def selected(expr: str) -> set[str]:
+    """The labels ``expr`` matches by the variable of the same name (``entity=~"$entity"``)."""
+    return {label for label, variable in SELECTED.findall(expr) if label == variable}
+
+
+def test_series_dashboard_shows_each_field_against_its_band():
+    board = series_board()
+    variables = {variable["name"]: variable for variable in board["templating"]["list"]}
+    # Picked, not All (that would be every exported entity); multi, so Grafana regex-escapes the key.
+    assert variables["entity"]["multi"] and not variables["entity"]["includeAll"]
+    assert variables["field"]["multi"] and variables["field"]["includeAll"] and variables["operator"]["includeAll"]
+    [panel] = [panel for panel in all_panels(board["panels"])
+               if any("vigil_series_value" in promql_names(target["expr"])[0] for target in panel.get("targets", []))]
+    assert panel["repeat"] == "field" and "$field" in panel["title"]  # one panel per field: one value and one band each
+    by_metric = {}
+    for target in panel["targets"]:
+        [metric] = promql_names(target["expr"])[0]
+        by_metric[metric] = target
+        assert {"entity", "field"} <= selected(target["expr"]), target["expr"]
+    assert set(by_metric) == {"vigil_series_value", "vigil_series_expected", "vigil_series_lower", "vigil_series_upper"}
+    for metric in ("vigil_series_expected", "vigil_series_lower", "vigil_series_upper"):
+        assert "operator" in selected(by_metric[metric]["expr"]), metric
+    # Grafana shades from the upper series down to the one its fillBelowTo names: each is one series of a fixed name.
+    lower, upper = by_metric["vigil_series_lower"]["legendFormat"], by_metric["vigil_series_upper"]["legendFormat"]
+    assert not LEGEND_LABEL.search(lower) and not LEGEND_LABEL.search(upper)
+    overrides = {override["matcher"]["options"]: {item["id"]: item["value"] for item in override["properties"]}
+                 for override in panel["fieldConfig"]["overrides"] if override["matcher"]["id"] == "byName"}
+    assert overrides[upper]["custom.fillBelowTo"] == lower and overrides[upper]["custom.fillOpacity"] > 0
+
+
+def test_series_dashboard_annotates_open_incidents():
+    [annotation] = annotations(series_board())
+    metrics, _ = promql_names(annotation["expr"])
+    assert metrics == {"vigil_series_incident_open"} and annotation["expr"].endswith("== 1")
+    assert "entity" in selected(annotation["expr"]) and annotation["enable"]
+    assert "{{operator}}" in annotation["titleFormat"]
+
+
+def test_dashboards_link_to_the_series_dashboard():
+    for board in map(load, DASHBOARD_FILES):
+        links = board["links"]
+        # The dropdown of every Vigil dashboard, the series one's way back included.
+        assert any(link["type"] == "dashboards" and link["tags"] == ["vigil"] for link in links), board["uid"]
+        assert "vigil" in board["tags"], board["uid"]
+        to_series = [link for link in links if link["type"] == "link" and link["url"] == f"/d/{SERIES_UID}"]
+        assert len(to_series) == (board["uid"] != SERIES_UID), board["uid"]
+        assert all(link["keepTime"] and link["includeVars"] for link in to_series), board["uid"]
 
 
 def test_cnn_dashboard_names_the_streaming_kernel():

@@ -5,7 +5,9 @@ The JSON under deploy/grafana/dashboards/ is generated: change a panel here, run
 
 Queries read the recording rules of deploy/prometheus/vigil-rules.yml where one exists (a dashboard then costs
 Prometheus one series lookup per panel) and Vigil's own metrics otherwise; labels are only the bounded ones Vigil
-exports (pipeline/engine/metrics.py), never an entity key.
+exports (pipeline/engine/metrics.py), never an entity key. The exception is the series dashboard: it reads the
+per-entity series Vigil remote-writes when ``[remote_write]`` is on (pipeline/engine/series_export.py), by their
+``entity`` label, whose values remote_write.max_series caps.
 """
 from __future__ import annotations
 
@@ -29,6 +31,9 @@ DASHBOARDS_DIR = Path(__file__).resolve().parent / "dashboards"
 DATASOURCE = dashboard.DataSourceRef(type_val="prometheus", uid="prometheus")
 JOB = 'job=~"$job"'
 OPERATOR = 'operator=~"$operator"'
+ENTITY = 'entity=~"$entity"'
+FIELD = 'field=~"$field"'
+SERIES_UID = "vigil-series"
 # kernels/streaminnc.py StreamingCNN.kernel_name: each step's time goes to vigil_kernel_seconds under it.
 CNN_KERNEL = "streaminnc_step"
 GRID_WIDTH = 24  # Grafana's grid columns
@@ -66,6 +71,23 @@ def ratio_timeseries(title: str, description: str, *queries: prometheus_builders
     return timeseries(title, description, "percentunit", *queries).axis_soft_min(0)
 
 
+def band_timeseries(title: str, description: str, unit: str, *lines: prometheus_builders.Dataquery, lower: str,
+                    upper: str) -> PanelBuilder:
+    """``lines`` over a shaded band from the PromQL ``lower`` up to ``upper``, whose edges are not drawn. Grafana fills
+    below to a series named by its display name (here the legends "lower" and "upper"), so each must return one series."""
+    edge = dashboard.DynamicConfigValue(id_val="custom.lineWidth", value=0)
+    fill = [dashboard.DynamicConfigValue(id_val="custom.fillBelowTo", value="lower"),
+            dashboard.DynamicConfigValue(id_val="custom.fillOpacity", value=20)]
+    return (timeseries(title, description, unit, *lines, query(lower, "lower"), query(upper, "upper"))
+            .override_by_name("lower", [edge])
+            .override_by_name("upper", [edge, *fill]))
+
+
+def summed_rate(metric: str, by: str, legend: str) -> prometheus_builders.Dataquery:
+    """The per-second rate of counter ``metric`` over 5 minutes, summed by the labels ``by`` (a comma-separated list)."""
+    return query(f"sum by ({by}) (rate({metric}{{{JOB}}}[5m]))", legend)
+
+
 def stat(title: str, description: str, unit: str, *queries: prometheus_builders.Dataquery,
          thresholds: Sequence[tuple[float | None, str]] = ((None, "green"),)) -> PanelBuilder:
     """The latest value, coloured by ``thresholds`` (value, colour) pairs; None is the base step."""
@@ -90,23 +112,40 @@ def bucket_heatmap(title: str, description: str, histogram: str, matchers: str) 
     return with_targets(panel, title, description, "ops", [query(expr, "{{le}}", heatmap=True)])
 
 
-def variable(name: str, label: str, selector: str, description: str) -> dashboard_builders.QueryVariable:
-    """A multi-select of ``name``'s label values on ``selector``, All by default."""
+def variable(name: str, label: str, selector: str, description: str, *,
+             include_all: bool = True) -> dashboard_builders.QueryVariable:
+    """A multi-select of ``name``'s label values on ``selector``, All by default unless ``include_all`` is False (then
+    the first value)."""
     return (dashboard_builders.QueryVariable(name)
             .label(label).description(description)
             .datasource(DATASOURCE).query(f"label_values({selector}, {name})")
             .refresh(dashboard.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(dashboard.VariableSort.ALPHABETICAL_ASC)
-            .multi(True).include_all(True))
+            .multi(True).include_all(include_all))
 
 
 def job_variable() -> dashboard_builders.QueryVariable:
     return variable("job", "Job", "vigil_build_info", "Prometheus job of the Vigil processes (a cluster).")
 
 
+class PrometheusAnnotation(dashboard.AnnotationQuery):
+    """Annotations from a PromQL query on the provisioned Prometheus: each run of samples of a series it returns is one
+    region, titled by ``title_format`` (a legend format) and tagged with the values of the ``tag_keys`` labels. The
+    pinned SDK's model lacks these two fields of Grafana's Prometheus annotations (later SDK versions have them)."""
+
+    def __init__(self, name: str, expr: str, icon_color: str, *, title_format: str, tag_keys: Sequence[str]) -> None:
+        super().__init__(name=name, datasource=DATASOURCE, icon_color=icon_color, expr=expr)
+        self.title_format = title_format
+        self.tag_keys = ",".join(tag_keys)
+
+    def to_json(self) -> dict[str, object]:
+        return {**super().to_json(), "titleFormat": self.title_format, "tagKeys": self.tag_keys}
+
+
 def build(uid: str, title: str, description: str, variables: Sequence[dashboard_builders.QueryVariable],
-          rows: Sequence[tuple[str, Sequence[PanelBuilder]]]) -> dashboard.Dashboard:
+          rows: Sequence[tuple[str, Sequence[PanelBuilder]]],
+          annotations: Sequence[PrometheusAnnotation] = ()) -> dashboard.Dashboard:
     """A dashboard of expanded rows, each followed by its panels, which share the row's width; ids count up over rows
-    and panels alike."""
+    and panels alike. Every dashboard but the series one links to it, beside the dropdown of all Vigil dashboards."""
     other_dashboards = (dashboard_builders.DashboardLink("Vigil")
                         .type(dashboard.DashboardLinkType.DASHBOARDS).tags(["vigil"])
                         .as_dropdown(True).include_vars(True).keep_time(True))
@@ -116,6 +155,11 @@ def build(uid: str, title: str, description: str, variables: Sequence[dashboard_
              .time("now-6h", "now").refresh("30s")
              .tooltip(dashboard.DashboardCursorSync.CROSSHAIR)
              .link(other_dashboards))
+    if uid != SERIES_UID:  # the drill-down from a cluster's aggregates to one entity's series
+        board.link(dashboard_builders.DashboardLink("Series")
+                   .type(dashboard.DashboardLinkType.LINK).url(f"/d/{SERIES_UID}").icon("dashboard")
+                   .tooltip("One entity's values, expected bands, scores and incidents")
+                   .include_vars(True).keep_time(True))
     for var in variables:
         board.with_variable(var)
     next_id = 1
@@ -125,7 +169,10 @@ def build(uid: str, title: str, description: str, variables: Sequence[dashboard_
         for panel in panels:
             board.with_panel(panel.id(next_id).span(GRID_WIDTH // len(panels)))
             next_id += 1
-    return board.build()
+    built = board.build()
+    if annotations:  # the builder takes builders only, which PrometheusAnnotation is not
+        built.annotations = dashboard.AnnotationContainer(list_val=list(annotations))
+    return built
 
 
 def pipeline() -> dashboard.Dashboard:
@@ -286,18 +333,67 @@ def fairness() -> dashboard.Dashboard:
         ]),
         ("Decisions and labels", [
             timeseries("Decisions", "Decisions per second, per operator and group.", "ops",
-                       query(f"sum by (job, operator, group) (rate(vigil_fairness_decisions_total{{{JOB}}}[5m]))",
-                             "{{job}} {{operator}} {{group}}")),
+                       summed_rate("vigil_fairness_decisions_total", "job, operator, group", "{{job}} {{operator}} {{group}}")),
             timeseries("Pending decisions", "Decisions waiting for their labels.", "short",
                        query(f"sum by (job, operator) (vigil_fairness_pending_decisions{{{JOB}}})", "{{job}} {{operator}}")),
             timeseries("Labels by outcome", "Labels per second: joined their decision, late (none waiting) or never.",
-                       "ops", query(f"sum by (job, operator, outcome) (rate(vigil_fairness_labels_total{{{JOB}}}[5m]))",
-                                    "{{job}} {{operator}} {{outcome}}")),
+                       "ops", summed_rate("vigil_fairness_labels_total", "job, operator, outcome",
+                                          "{{job}} {{operator}} {{outcome}}")),
         ]),
     ])
 
 
-DASHBOARDS = {"pipeline": pipeline, "detection": detection, "cnn": cnn, "privacy": privacy, "fairness": fairness}
+def series() -> dashboard.Dashboard:
+    # Multi-select, as Grafana regex-escapes only a multi-value variable's values (a key may hold "|" or "."), but no
+    # All: every exported entity at once would be remote_write.max_series series in a panel.
+    entity_variable = variable("entity", "Entity", "vigil_series_value",
+                               "Entities (whole keys) whose series the panels show.", include_all=False)
+    field_variable = variable("field", "Field", f"vigil_series_value{{{ENTITY}}}",
+                              "Input fields of the entity: one actual-vs-expected panel each.")
+    operator_variable = variable("operator", "Operator", f"vigil_series_score{{{ENTITY}}}",
+                                 "Outlier operators whose scores, expected bands and incidents the panels show.")
+    # Remote-written series carry no job label (unless remote_write.labels adds one): only the process metrics filter by it.
+    of_operators = f"{ENTITY}, {OPERATOR}"
+    of_field = f"{ENTITY}, {OPERATOR}, {FIELD}"
+    # min and max: one band however many entities and operators are selected (for one of each, exactly its band).
+    actual_vs_expected = band_timeseries(
+        "Actual vs expected: $field", "The field's value, the operators' expected values, and the band they expect it "
+        "in (over several entities or operators, the band spans theirs).", "short",
+        query(f"vigil_series_value{{{ENTITY}, {FIELD}}}", "value {{entity}}"),
+        query(f"vigil_series_expected{{{of_field}}}", "expected {{entity}} {{operator}}"),
+        lower=f"min by (field) (vigil_series_lower{{{of_field}}})", upper=f"max by (field) (vigil_series_upper{{{of_field}}})")
+    incidents = PrometheusAnnotation("Incidents", f"vigil_series_incident_open{{{of_operators}}} == 1", "red",
+                                     title_format="{{operator}} incident: {{entity}}", tag_keys=["operator"])
+    return build(SERIES_UID, "Vigil / Series",
+                 "Entities' series as Vigil remote-writes them ([remote_write]): input values against the operators' "
+                 "expected bands, scores and incidents. Only remote_write.max_series series are exported, which bounds "
+                 "the entity label's values.",
+                 [entity_variable, field_variable, operator_variable, job_variable()], [
+        ("Actual vs expected", [actual_vs_expected.repeat("field").repeat_direction("h").max_per_row(2)]),
+        ("Scores and incidents", [
+            timeseries("Anomaly score", "Each selected operator's latest score of the entities, on its own scale.", "short",
+                       query(f"vigil_series_score{{{of_operators}}}", "{{entity}} {{operator}}")),
+            timeseries("Open incidents", "1 while an entity has an open incident of the operator, else 0.", "short",
+                       query(f"vigil_series_incident_open{{{of_operators}}}", "{{entity}} {{operator}}"))
+            .line_interpolation(common.LineInterpolation.STEP_AFTER),
+        ]),
+        ("Export health", [
+            timeseries("Exported series", "Series each process remote-writes, at most remote_write.max_series.", "short",
+                       query(f"sum by (job) (vigil_exported_series{{{JOB}}})", "{{job}}")),
+            timeseries("Samples written", "Samples remote-written and accepted per second.", "ops",
+                       summed_rate("vigil_export_samples_total", "job", "{{job}}")),
+            timeseries("Samples dropped", "Samples not remote-written per second, by reason (cap, rejected, unreachable).",
+                       "ops", summed_rate("vigil_export_dropped_total", "job, reason", "{{job}} {{reason}}")),
+            timeseries("Alertmanager posts", "Incident posts to Alertmanager per second by outcome, and records "
+                       "dead-lettered by reason.", "ops",
+                       summed_rate("vigil_alertmanager_posts_total", "job, outcome", "posts {{job}} {{outcome}}"),
+                       summed_rate("vigil_alertmanager_dead_letters_total", "job, reason", "dead letters {{job}} {{reason}}")),
+        ]),
+    ], [incidents])
+
+
+DASHBOARDS = {"pipeline": pipeline, "detection": detection, "cnn": cnn, "privacy": privacy, "fairness": fairness,
+              "series": series}
 
 
 def render(board: dashboard.Dashboard) -> str:

@@ -16,7 +16,9 @@ to ``batch_max_size``; at the latest ``batch_max_wait_ms`` after the oldest buff
 :class:`~operators.registry.OperatorChain`, which gives the rows their entity slots (evicting idle and
 excess entities, see :mod:`operators.entities`) and runs the operators on the columnar batch; the shard's
 :class:`~operators.incidents.IncidentTracker` groups the alerts into incidents. Its recovery snapshot is plain data:
-the chain's snapshot (entity index and operators), the open incidents and the buffered rows as columns.
+the chain's snapshot (entity index and operators), the open incidents and the buffered rows as columns. Besides the
+dataflow's sinks, a shard hands its results to :class:`SideOutputs` (remote-write, Alertmanager), which send them from
+threads of their own, off the dataflow.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bytewax.operators as op
 import msgspec
@@ -49,6 +51,10 @@ from pipeline.engine.schema import compile_schema
 from pipeline.engine.shutdown import FAILED
 from pipeline.engine.sinks import SINK_PARTITION, KafkaTopicSink
 from pipeline.engine.watch import DecodeWatch
+
+if TYPE_CHECKING:
+    from pipeline.engine.alertmanager import AlertmanagerPublisher
+    from pipeline.engine.series_export import SeriesExporter
 
 log = logging.getLogger("vigil")
 
@@ -88,8 +94,9 @@ class Router:
 
 class ScoredEvent(msgspec.Struct, omit_defaults=True):
     """One valid event with the value each operator published for it (null where none: a score, a p-value, a decision),
-    the numeric fields the operators read (null where missing or not a number; ``vigil report`` plots them), and the
-    event's id when it has one (a decision's consumer finds its application by it)."""
+    the numeric fields the operators read (null where missing or not a number; ``vigil report`` plots them), the
+    event's id when it has one (a decision's consumer finds its application by it), and per operator with a level model
+    and field its expected value and band, ``[expected, lower, upper]`` (null where it did not know yet)."""
 
     key: str
     ts: str
@@ -97,6 +104,7 @@ class ScoredEvent(msgspec.Struct, omit_defaults=True):
     scores: dict[str, float | None]
     id: str | None = None
     values: dict[str, float | None] = {}
+    bands: dict[str, dict[str, list[float | None]]] = {}
 
 
 def scored_events(batch: Batch) -> list[ScoredEvent]:
@@ -104,9 +112,19 @@ def scored_events(batch: Batch) -> list[ScoredEvent]:
         return {name: [None if math.isnan(v) else v for v in values.tolist()] for name, values in arrays.items()}
 
     scores, values = nullable(batch.scores), nullable(batch.numeric)
+    bands = {(operator, name): list(zip(*nullable({part: getattr(band, part)[:, j] for part in ("expected", "lower",
+                                                                                                  "upper")}).values()))
+             for operator, band in batch.bands.items() for j, name in enumerate(band.fields)}
+
+    def bands_of(row: int) -> dict[str, dict[str, list[float | None]]]:
+        found: dict[str, dict[str, list[float | None]]] = {}
+        for (operator, name), rows in bands.items():
+            found.setdefault(operator, {})[name] = list(rows[row])
+        return found
+
     return [
         ScoredEvent(key, format_ts(ts), batch.source(row), {name: column[row] for name, column in scores.items()}, event_id,
-                    {name: column[row] for name, column in values.items()})
+                    {name: column[row] for name, column in values.items()}, bands_of(row))
         for row, (key, ts, event_id) in enumerate(zip(batch.keys.tolist(), batch.ts_ms.tolist(), batch.ids.tolist()))
     ]
 
@@ -124,6 +142,19 @@ class Batching:
 
 
 START_TARGET, MIN_TARGET = 512, 16
+
+
+@dataclass(frozen=True)
+class SideOutputs:
+    """What a shard hands its results to besides the dataflow's sinks, each running its own thread: the per-series
+    remote-write export (scores, bands, alerts and incidents of every batch) and the Alertmanager sink (incidents)."""
+
+    exporter: SeriesExporter | None = None
+    alertmanager: AlertmanagerPublisher | None = None
+
+    @property
+    def wants_incidents(self) -> bool:
+        return self.exporter is not None or self.alertmanager is not None
 
 
 @dataclass(frozen=True)
@@ -167,11 +198,15 @@ class ShardLogic(StatefulBatchLogic[Batch, "Alert | Incident | ScoredEvent | Dea
     """
 
     def __init__(self, chain: OperatorChain, batching: Batching, metrics: Metrics, resume: dict | None,
-                 emit_scores: bool = False, max_operator_failures: int = 10, incident_quiet_ms: int | None = None) -> None:
+                 emit_scores: bool = False, max_operator_failures: int = 10, incident_quiet_ms: int | None = None,
+                 emit_incidents: bool = True, side_outputs: SideOutputs = SideOutputs()) -> None:
         self.chain = chain
-        # Alerts grouped into incidents per entity and operator, when an incident sink is configured.
+        # Alerts grouped into incidents per entity and operator, when something reads them (``incident_quiet_ms`` set):
+        # the incident sink (``emit_incidents``), or a side output.
         self.incidents = None if incident_quiet_ms is None else IncidentTracker(
             incident_quiet_ms, {op.name: op.severity_ranks() for op in chain.operators if op.findings})
+        self.emit_incidents = emit_incidents
+        self.side = side_outputs
         self.batching = batching
         self.metrics = metrics
         self.emit_scores = emit_scores
@@ -188,6 +223,8 @@ class ShardLogic(StatefulBatchLogic[Batch, "Alert | Incident | ScoredEvent | Dea
             if self.incidents is not None and "incidents" in resume:  # a store from before incidents has none open
                 self.incidents.restore(resume["incidents"])
             self._add([Batch.from_plain(part) for part in resume["pending"]])
+            if self.incidents is not None and self.side.alertmanager is not None:  # they stay firing after a restart
+                self.side.alertmanager.publish(self.incidents.open_records())
         self.evictions_reported = dict(chain.entities.evicted)  # this process counts its own evictions only
         for operator in chain.operators:  # and its own operator counts
             metrics.report_readings(operator, id(self), baseline=True)
@@ -226,7 +263,10 @@ class ShardLogic(StatefulBatchLogic[Batch, "Alert | Incident | ScoredEvent | Dea
         self._count(alerts)
         self.metrics.report_scores(batch.scores)
         incidents = self._incidents(batch, alerts)
-        return [*alerts, *incidents, *scored_events(batch)] if self.emit_scores else [*alerts, *incidents]
+        if self.side.exporter is not None:
+            self.side.exporter.observe(batch, alerts, incidents)
+        outputs = [*alerts, *incidents] if self.emit_incidents else alerts
+        return [*outputs, *scored_events(batch)] if self.emit_scores else outputs
 
     def _incidents(self, batch: Batch, alerts: list[Alert]) -> list[Incident]:
         if self.incidents is None:
@@ -234,6 +274,8 @@ class ShardLogic(StatefulBatchLogic[Batch, "Alert | Incident | ScoredEvent | Dea
         records = self.incidents.observe(batch.ts_ms, alerts, batch.row_of)
         for record in records:
             self.metrics.incidents.labels(record.operator, record.state).inc()
+        if records and self.side.alertmanager is not None:
+            self.side.alertmanager.publish(records)
         return records
 
     def _failed(self, batch: Batch, failure: OperatorFailure) -> list[Alert | Incident | DeadLetter]:
@@ -252,7 +294,8 @@ class ShardLogic(StatefulBatchLogic[Batch, "Alert | Incident | ScoredEvent | Dea
                 f"(pipeline.max_operator_failures); last error: {type(failure.error).__name__}: {failure.error}"
             ) from failure.error
         self._count(failure.alerts)
-        return [*failure.alerts, *self._incidents(batch, failure.alerts), *letters]
+        incidents = self._incidents(batch, failure.alerts)
+        return [*failure.alerts, *(incidents if self.emit_incidents else []), *letters]
 
     def _count(self, alerts: list[Alert]) -> None:
         for reason, total in self.chain.entities.evicted.items():
@@ -327,6 +370,7 @@ def build_flow(
     scores_sink: Sink[ScoredEvent] | None = None,
     incident_sink: Sink[Incident] | None = None,
     incident_quiet_ms: int = 900_000,
+    side_outputs: SideOutputs = SideOutputs(),
     shards: int,
     shard_by: str = "key",
     batching: Batching,
@@ -338,7 +382,8 @@ def build_flow(
     watch: DecodeWatch | None = None,
 ) -> Dataflow:
     """The dataflow; ``schema`` is the declared event schema (default: Vigil's own format), ``watch`` checks what it
-    decodes (the caller that keeps it can have it check a short input at the end, :meth:`DecodeWatch.finish`)."""
+    decodes (the caller that keeps it can have it check a short input at the end, :meth:`DecodeWatch.finish`);
+    ``side_outputs`` are started and closed by the caller."""
     valid = metrics.events.labels("valid")
     invalid = metrics.events.labels("invalid")
     ignored = metrics.events.labels("ignored")
@@ -370,9 +415,11 @@ def build_flow(
 
     def build_shard(resume: dict | None) -> ShardLogic:
         chain = OperatorChain.build(operator_specs, max_entities=entities.max_entities, ttl_ms=entities.ttl_ms)
+        tracked = incident_sink is not None or side_outputs.wants_incidents
         return ShardLogic(chain, batching, metrics, resume, emit_scores=scores_sink is not None,
                           max_operator_failures=max_operator_failures,
-                          incident_quiet_ms=incident_quiet_ms if incident_sink is not None else None)
+                          incident_quiet_ms=incident_quiet_ms if tracked else None,
+                          emit_incidents=incident_sink is not None, side_outputs=side_outputs)
 
     flow = Dataflow(name)
     raw = op.input("source", flow, source)

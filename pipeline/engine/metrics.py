@@ -70,7 +70,7 @@ class Metrics:
     still snapshots every epoch, but keeps nothing); their objects still take observations."""
 
     def __init__(self, registry: CollectorRegistry | None = None, *, replay: bool = False, kafka: bool = True,
-                 recovery: bool = True) -> None:
+                 recovery: bool = True, remote_write: bool = False, alertmanager: bool = False) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.events = Counter("vigil_events_total", "Records read, by decode outcome (ignored: samples of metrics that "
@@ -132,6 +132,36 @@ class Metrics:
         self.entities_evicted = Counter(
             "vigil_entities_evicted_total", "Entities whose state was freed, by rule (ttl: idle too long in event time; "
             "capacity: least recently seen when a shard was full).", ["reason"], registry=r)
+        # Per-series export (pipeline.engine.series_export) and the Alertmanager sink (pipeline.engine.alertmanager):
+        # exported only when they are configured.
+        exporting = r if remote_write else None
+        self.exported_series = Gauge(
+            "vigil_exported_series", "Series this process remote-writes (remote_write.max_series caps them).",
+            registry=exporting)
+        self.export_samples = Counter("vigil_export_samples_total", "Samples remote-written and accepted.",
+                                      registry=exporting)
+        self.export_dropped = Counter(
+            "vigil_export_dropped_total", "Samples not remote-written, by reason (cap: their series were over "
+            "remote_write.max_series; rejected: the endpoint refused the request; unreachable: it could not be reached "
+            "within remote_write.retry_seconds).", ["reason"], registry=exporting)
+        self.export_requests = Counter("vigil_export_requests_total", "Remote-write requests, by outcome (ok, rejected, "
+                                       "error: retried).", ["outcome"], registry=exporting)
+        self.export_seconds = Histogram("vigil_export_seconds", "Time to build and send one remote-write request.",
+                                        buckets=SNAPSHOT_BUCKETS, registry=exporting)
+        posting = r if alertmanager else None
+        self.alertmanager_posts = Counter(
+            "vigil_alertmanager_posts_total", "Posts of incidents to Alertmanager, by outcome (ok, rejected, error: "
+            "retried).", ["outcome"], registry=posting)
+        self.alertmanager_dead_letters = Counter(
+            "vigil_alertmanager_dead_letters_total", "Incident records Alertmanager never took, written to the "
+            "Alertmanager dead-letter file, by reason (rejected, unreachable).", ["reason"], registry=posting)
+        for reason in ("cap", "rejected", "unreachable"):
+            self.export_dropped.labels(reason)
+        for outcome in ("ok", "rejected", "error"):
+            self.export_requests.labels(outcome)
+            self.alertmanager_posts.labels(outcome)
+        for reason in ("rejected", "unreachable"):
+            self.alertmanager_dead_letters.labels(reason)
         self.operator_families = {name: kind(name, doc, ["operator", *labels], registry=r)
                                   for name, (kind, doc, labels) in OPERATOR_FAMILIES.items()}
         self._readings: dict[tuple[str, int], dict[tuple[str, tuple[str, ...]], float]] = {}

@@ -27,9 +27,10 @@ from bytewax.inputs import Source
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
-from operators.registry import OperatorFailuresExceeded
+from operators.registry import OperatorChain, OperatorFailuresExceeded
 from pipeline.config import KAFKA_KEY, KAFKA_TIMESTAMP, Config, SinkConfig
-from pipeline.engine.dataflow import Batching, EntityLimits, build_flow
+from pipeline.engine.dataflow import Batching, EntityLimits, SideOutputs, build_flow
+from pipeline.engine.entity_labels import EntityLabels
 from pipeline.engine.kafka import DeliveryError, KafkaSettings, PartitionPlan, plan_live
 from pipeline.engine.metrics import Metrics
 from pipeline.engine.resources import ResourceError, exception_chain, writable_directory
@@ -37,6 +38,7 @@ from pipeline.engine.shutdown import STOP, stop_on_signals
 from pipeline.engine.sinks import (alert_message, build_sink, dead_letter_message, incident_message, keyed_message,
                                    sort_by_source, sort_incidents)
 from pipeline.engine.decode import RecordBatch
+from pipeline.engine.series_export import SeriesExporter, SeriesPlan
 from pipeline.engine.sources import JsonLinesSource
 from pipeline.engine.watch import DecodeWatch
 
@@ -151,6 +153,25 @@ def set_torch_threads(threads: int) -> None:
         os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
+def side_outputs(config: Config, metrics: Metrics, run_dir: Path) -> SideOutputs:
+    """The remote-write export and the Alertmanager sink the config asks for, their threads started."""
+    labels = EntityLabels(config.source.schema)
+    exporter = alertmanager = None
+    if config.remote_write.url:
+        plan = SeriesPlan.of(OperatorChain.build(config.operator_specs(), max_entities=1).operators)
+        exporter = SeriesExporter(config.remote_write, labels, plan, metrics)
+        exporter.start()
+        log.info("remote-writing up to %d series to %s every %g s", config.remote_write.max_series,
+                 config.remote_write.url, config.remote_write.interval_seconds)
+    if config.sinks.alertmanager.url:
+        from pipeline.engine.alertmanager import AlertmanagerPublisher
+
+        settings = config.sinks.alertmanager
+        alertmanager = AlertmanagerPublisher(settings, labels, metrics, run_dir / settings.dead_letter_path)
+        log.info("posting incidents to Alertmanager at %s", settings.url)
+    return SideOutputs(exporter, alertmanager)
+
+
 def run_pipeline(
     config: Config,
     make_source: Callable[[Metrics], Source[RecordBatch]] | None = None,
@@ -163,7 +184,8 @@ def run_pipeline(
     set_torch_threads(config.pipeline.torch_threads)
     recovery = _recovery(config)
     kafka = config.source.type == "kafka" or any(getattr(config.sinks, name).type == "kafka" for name in SINK_ENCODERS)
-    metrics = metrics or Metrics(kafka=kafka, recovery=recovery is not None)
+    metrics = metrics or Metrics(kafka=kafka, recovery=recovery is not None, remote_write=bool(config.remote_write.url),
+                                 alertmanager=bool(config.sinks.alertmanager.url))
     settings = KafkaSettings(config.kafka)
     sinks, paths = {}, {}
     for name in SINK_ENCODERS:
@@ -181,6 +203,7 @@ def run_pipeline(
     if config.metrics.enabled:
         server = metrics.serve(config.metrics.host, cluster.metrics_port(config.metrics.port))
         log.info("metrics on http://%s:%d/metrics", config.metrics.host, server.server_port)
+    side = side_outputs(config, metrics, run_dir)
     started = time.monotonic()
     try:
         with stop_on_signals() as stop:
@@ -194,6 +217,7 @@ def run_pipeline(
                 scores_sink=sinks["scores"],
                 incident_sink=sinks["incidents"],
                 incident_quiet_ms=round(config.incidents.quiet_seconds * 1000),
+                side_outputs=side,
                 metrics=metrics,
                 shards=config.pipeline.shards,
                 shard_by=config.pipeline.shard_by,
@@ -223,6 +247,9 @@ def run_pipeline(
             watch.finish()
             stopped = stop.is_set()
     finally:
+        for output in (side.exporter, side.alertmanager):
+            if output is not None:
+                output.close()
         metrics.detach_kernels()
         if server is not None:
             server.shutdown()

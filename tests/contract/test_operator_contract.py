@@ -85,6 +85,9 @@ def run(chain: OperatorChain, events: list[Event], sizes=(64,)) -> tuple[dict[st
         alerts += found
         for name, values in batch.scores.items():
             columns.setdefault(name, []).append(values)
+        for name, band in batch.bands.items():  # the expected bands obey the same contract as the scores
+            for part in ("expected", "lower", "upper"):
+                columns.setdefault(f"band:{name}.{part}", []).append(getattr(band, part))
         start += size
     return {name: np.concatenate(parts) for name, parts in columns.items()}, alerts
 
@@ -115,6 +118,29 @@ def test_outputs_are_causal(case):
             assert changed[0][name][: t + 1].tobytes() == baseline[0][name][: t + 1].tobytes(), name
         assert [a for a in changed[1] if a.source.offset <= t] == [a for a in baseline[1] if a.source.offset <= t]
     assert baseline[1] or baseline[0], "the stream must make the operator publish or alert something"
+
+
+BANDED = [case for case in CASES if case.rsplit("-", 1)[0] in ("baseline", "metric_stream", "zscore")]
+
+
+def test_operators_with_a_level_model_publish_a_band():
+    assert {case for case in CASES if "band:op.expected" in run(chain_of(case), stream()[:200])[0]} == set(BANDED)
+
+
+@pytest.mark.parametrize("case", BANDED)
+def test_the_band_holds_the_normal_values(case):
+    events = stream()
+    columns, _ = run(chain_of(case), events)
+    fields = [name for name in ("x0", "x1", "x2") if name in chain_of(case).operators[0].numeric_inputs]
+    values = np.array([[e.fields.get(name) if isinstance(e.fields.get(name), float) else np.nan for name in fields]
+                       for e in events])
+    expected, lower, upper = (columns[f"band:op.{part}"] for part in ("expected", "lower", "upper"))
+    known = np.isfinite(expected) & np.isfinite(values)
+    assert known.mean() > 0.5, "the band must be known once the operator is warm"
+    assert np.all(lower[known] <= expected[known]) and np.all(expected[known] <= upper[known])
+    inside = (lower[known] <= values[known]) & (values[known] <= upper[known])
+    # Spikes (3 %) and the level shift of a quarter of the entities in the second half fall outside; the rest inside.
+    assert inside.mean() >= 0.75, inside.mean()
 
 
 @pytest.mark.parametrize("case", CASES)
