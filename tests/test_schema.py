@@ -109,6 +109,8 @@ def outputs(config: Path, rename: dict[str, str] | None = None) -> tuple[list, l
     for alert in map(json.loads, (run_dir / "alerts.jsonl").read_text().splitlines()):
         alert.pop("id"), alert.pop("source")
         alert["fields"] = [rename.get(name, name) for name in alert["fields"]]
+        if alert.get("expected"):
+            alert["expected"] = {rename.get(name, name): band for name, band in alert["expected"].items()}
         alert["reason"] = alert["reason"].replace("metrics.cpu", "cpu")
         alerts.append(alert)
     return scores, sorted(alerts, key=lambda a: (a["key"], a["ts"], a["operator"]))
