@@ -64,6 +64,19 @@ detector = "trend_cusum"
 """
 
 
+def ready(process: subprocess.Popen, url: str, name: str, log: Path | None = None) -> bool:
+    """Whether a server answers its ``/-/ready`` (Prometheus's and Alertmanager's readiness endpoint); raises, with the
+    end of its ``log``, if it exited."""
+    if process.poll() is not None:
+        tail = f":\n{log.read_text()[-3000:]}" if log is not None else ""
+        raise RuntimeError(f"{name} exited with code {process.returncode}{tail}")
+    try:
+        with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
 class Prometheus:
     """``prometheus`` on a loopback port with ``config`` (a dict) and the rule files beside it; with
     ``remote_write_receiver`` it also takes remote-write requests at ``/api/v1/write``."""
@@ -84,16 +97,7 @@ class Prometheus:
              f"--web.listen-address=127.0.0.1:{self.port}"]
             + (["--web.enable-remote-write-receiver"] if remote_write_receiver else []),
             stdout=open(directory / "prometheus.log", "wb"), stderr=subprocess.STDOUT)
-        wait_until(self._ready, 60, "Prometheus to be ready")
-
-    def _ready(self) -> bool:
-        if self.process.poll() is not None:
-            raise RuntimeError(f"prometheus exited with code {self.process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
+        wait_until(lambda: ready(self.process, self.url, "prometheus"), 60, "Prometheus to be ready")
 
     def api(self, path: str, **params: Any) -> Any:
         """``data`` of a Prometheus HTTP API answer; an error answer raises with Prometheus's message."""
@@ -144,16 +148,7 @@ class Alertmanager:
             [binary, f"--config.file={directory / 'alertmanager.yml'}", f"--storage.path={directory / 'data'}",
              f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address="],
             stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
-        wait_until(self._ready, 60, "Alertmanager to be ready")
-
-    def _ready(self) -> bool:
-        if self.process.poll() is not None:
-            raise RuntimeError(f"alertmanager exited with code {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
+        wait_until(lambda: ready(self.process, self.url, "alertmanager", self.log), 60, "Alertmanager to be ready")
 
     def api_alerts(self, **params: Any) -> list[dict[str, Any]]:
         """``GET /api/v2/alerts`` (the alerts not yet resolved), with its query parameters (``filter``, ``active``)."""
