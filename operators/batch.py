@@ -57,6 +57,12 @@ class Band(NamedTuple):
     lower: np.ndarray
     upper: np.ndarray
 
+    @classmethod
+    def concat(cls, bands: Sequence[Band]) -> Band:
+        """The bands of consecutive row ranges as one."""
+        return cls(bands[0].fields, *(np.concatenate([getattr(band, part) for band in bands])
+                                      for part in ("expected", "lower", "upper")))
+
     def describe(self, row: int, fields: Sequence[str]) -> str:
         """The expectation for ``fields`` on ``row``, as an alert says it ("expected 180 [150, 210]"); "" if unknown.
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from kernels.state import Stateful
 from operators.base import Operator
-from operators.batch import Batch
+from operators.batch import Band, Batch
 from operators.entities import EntityIndex
 from operators.event import Alert, Event
 
@@ -141,6 +141,7 @@ class OperatorChain(Stateful):
         if len(parts) > 1:
             batch.slots = np.concatenate([part.slots for part in parts])
             batch.scores = {name: np.concatenate([part.scores[name] for part in parts]) for name in parts[0].scores}
+            batch.bands = {name: Band.concat([part.bands[name] for part in parts]) for name in parts[0].bands}
         return alerts
 
     def _recover(self, position: int, slots: np.ndarray) -> None:
